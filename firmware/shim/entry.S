@@ -1,0 +1,138 @@
+/*
+ * Guest entry and exit: the only shim code mapped in a guest's address
+ * space (section .entry, read-only, in the hypervisor hole).
+ *
+ * On any interrupt or exception from ring 1/3 the CPU switches to this
+ * vCPU's entry stack (TSS.esp0, guest-writable) and pushes its frame; we
+ * complete Xen's cpu_user_regs there, switch to the shim's own address
+ * space and private stack, and let C copy the frame before trusting it.
+ * The way out loads the guest's CR3 while still on the entry stack.
+ */
+#include "shim_abi.h"
+
+#define HAS_ERRCODE(v) ((v) == 8 || (v) == 10 || (v) == 11 || (v) == 12 || \
+                        (v) == 13 || (v) == 14 || (v) == 17 || (v) == 21 || \
+                        (v) == 29 || (v) == 30)
+
+        .section .entry, "ax"
+        .code32
+
+/* 256 stubs of 16 bytes each: entry_stubs + vector * 16. */
+        .globl  entry_stubs
+        .balign 16
+entry_stubs:
+        .set    vec, 0
+        .rept   256
+        .balign 16
+        .if     (vec == 8) || (vec == 10) || (vec == 11) || (vec == 12) || (vec == 13) || (vec == 14) || (vec == 17) || (vec == 21) || (vec == 29) || (vec == 30)
+        .else
+        pushl   $0
+        .endif
+        movw    $vec, 2(%esp)
+        jmp     common_entry
+        .set    vec, vec + 1
+        .endr
+
+common_entry:
+        testb   $3, 8(%esp)             /* CS of the interrupted context */
+        jz      from_ring0
+        pushl   %eax
+        pushl   %ebp
+        pushl   %edi
+        pushl   %esi
+        pushl   %edx
+        pushl   %ecx
+        pushl   %ebx
+        movl    %es, %eax
+        movl    %eax, 52(%esp)
+        movl    %ds, %eax
+        movl    %eax, 56(%esp)
+        movl    %fs, %eax
+        movl    %eax, 60(%esp)
+        movl    %gs, %eax
+        movl    %eax, 64(%esp)
+        movl    $SHIM_HYP_DS, %eax
+        movl    %eax, %ds
+        movl    %eax, %es
+        xorl    %eax, %eax
+        movl    %eax, %fs
+        movl    %eax, %gs
+        cld
+        movl    %esp, %ebx              /* the frame, on the entry stack */
+        movl    %esp, %eax
+        subl    $SHIM_ESTACK_BASE, %eax
+        shrl    $13, %eax               /* SHIM_ESTACK_STRIDE */
+        shll    $4, %eax                /* sizeof(struct shim_pcpu) */
+        addl    $shim_pcpu, %eax
+        movl    8(%eax), %ecx
+        movl    %ecx, %cr3              /* shim address space */
+        movl    0(%eax), %esp           /* private stack */
+        pushl   %ebx
+        call    shim_guest_entry        /* does not return */
+        ud2
+
+/* Interrupted ring 0: the shim itself (a wake-up during hlt) or a fault on
+ * the way out to the guest (a bad selector, a bad iret frame). */
+from_ring0:
+        pushl   %eax
+        pushl   %ebp
+        pushl   %edi
+        pushl   %esi
+        pushl   %edx
+        pushl   %ecx
+        pushl   %ebx
+        movl    $SHIM_HYP_DS, %eax
+        movl    %eax, %ds
+        movl    %eax, %es
+        cld
+        movl    %esp, %ebx
+        movl    shim_pcpu + 8, %eax
+        movl    %eax, %cr3
+        movl    %esp, %eax
+        subl    $SHIM_ESTACK_BASE, %eax
+        cmpl    $(SHIM_MAX_VCPUS * SHIM_ESTACK_STRIDE), %eax
+        jae     1f
+        shrl    $13, %eax               /* on an entry stack: go private */
+        shll    $4, %eax
+        movl    shim_pcpu(%eax), %esp
+1:      pushl   %ebx
+        call    shim_ring0_entry
+        movl    %ebx, %esp
+        popl    %ebx
+        popl    %ecx
+        popl    %edx
+        popl    %esi
+        popl    %edi
+        popl    %ebp
+        popl    %eax
+        addl    $4, %esp
+        iret
+
+/* void shim_exit_to_guest(struct xen_regs *frame, uint32_t cr3)
+ * frame is the staged frame at the top of this vCPU's entry stack. */
+        .globl  shim_exit_to_guest, exit_fault_start, exit_fault_end
+shim_exit_to_guest:
+        movl    8(%esp), %eax
+        movl    4(%esp), %esp
+        movl    %eax, %cr3              /* guest address space */
+exit_fault_start:
+        movl    52(%esp), %eax
+        movl    %eax, %es
+        movl    56(%esp), %eax
+        movl    %eax, %ds
+        movl    60(%esp), %eax
+        movl    %eax, %fs
+        movl    64(%esp), %eax
+        movl    %eax, %gs
+        popl    %ebx
+        popl    %ecx
+        popl    %edx
+        popl    %esi
+        popl    %edi
+        popl    %ebp
+        popl    %eax
+        addl    $4, %esp
+        iret
+exit_fault_end:
+
+        .section .note.GNU-stack, "", @progbits

@@ -1,0 +1,378 @@
+/*
+ * What happens between a guest's entry and its return: post the request,
+ * wait for Python's answer, apply it, deliver events, build bounce frames
+ * exactly as Xen's create_bounce_frame does, validate the frame and go back.
+ */
+#include "shim.h"
+
+#define EFLAGS_TF   (1u << 8)
+#define EFLAGS_IF   (1u << 9)
+#define EFLAGS_IOPL (3u << 12)
+#define EFLAGS_NT   (1u << 14)
+#define EFLAGS_RF   (1u << 16)
+#define EFLAGS_VM   (1u << 17)
+
+#define PTE_P       1u
+#define PTE_RW      2u
+#define PTE_A       0x20u
+#define PTE_D       0x40u
+#define PTE_PS      0x80u
+
+struct ring0_frame {
+    uint32_t ebx, ecx, edx, esi, edi, ebp, eax;
+    uint16_t error_code, vector;
+    uint32_t eip, cs, eflags;
+};
+
+/* Each private stack is 8 KiB aligned with its vCPU pointer at the bottom. */
+struct shim_vcpu *this_vcpu(void)
+{
+    uint32_t sp;
+    __asm__("movl %%esp, %0" : "=r"(sp));
+    return *(struct shim_vcpu **)(sp & ~0x1fffu);
+}
+
+static struct xen_regs *estack_frame(struct shim_vcpu *v)
+{
+    return (struct xen_regs *)(SHIM_ESTACK_BASE + v->vcpu_id * SHIM_ESTACK_STRIDE +
+                               SHIM_ESTACK_FRAME_OFF);
+}
+
+static volatile uint8_t *vcpu_info(struct shim_vcpu *v)
+{
+    return (volatile uint8_t *)v->vcpu_info_pa;
+}
+
+/* ---- 2-level event channels: set a port pending, Xen's exact edge rules */
+void evtchn_set_pending(struct shim_vcpu *v, unsigned port)
+{
+    volatile uint8_t *vi = vcpu_info(v);
+    uint32_t si = v->evtchn_pending_pa;
+    if (!vi || !si || port >= 1024)
+        return;
+    if (test_and_set_bit(port, (void *)(si + 2048)))
+        return;
+    if (test_bit(port, (void *)(si + 2176)))
+        return;
+    if (test_and_set_bit(port / 32, (void *)(vi + 4)))
+        return;
+    vi[0] = 1;                                  /* evtchn_upcall_pending */
+}
+
+/* ---- the mailbox ------------------------------------------------------- */
+static uint32_t post_and_wait(struct shim_vcpu *v, uint32_t kind)
+{
+    uint32_t seq = v->req_seq + 1;
+    int rang = 0;
+
+    v->now_ns = shim_now();
+    v->req_kind = kind;
+    barrier();
+    v->req_seq = seq;
+    mb();
+    v->in_request = 1;
+    if (!v->host_polling) {
+        doorbell_ring(v);
+        rang = 1;
+    }
+    for (uint32_t i = 0; i < shim_boot.spin_loops; i++) {
+        if (v->resp_seq == seq)
+            goto done;
+        cpu_relax();
+    }
+    if (!rang)
+        doorbell_ring(v);       /* Python may have stopped polling meanwhile */
+    for (;;) {
+        v->guest_waiting = 1;
+        mb();
+        if (v->resp_seq == seq)
+            break;
+        sti_hlt_cli();          /* Python kicks us when it answers */
+    }
+    v->guest_waiting = 0;
+done:
+    barrier();
+    v->in_request = 0;
+    if (v->deferred_timer) {
+        v->deferred_timer = 0;
+        timer_irq(v);
+    }
+    return v->resp_action;
+}
+
+static __attribute__((noreturn)) void halt_forever(void)
+{
+    for (;;)
+        __asm__ __volatile__("cli; hlt");
+}
+
+/* ---- guest memory through the guest's own page tables ------------------
+ * A supervisor write with CR0.WP set, as the CPU would make it: every level
+ * present and writable, accessed and dirty bits set.  Returns 0 on a fault. */
+static volatile uint32_t *guest_wptr(struct shim_vcpu *v, uint32_t va)
+{
+    if (va >= v->hole_start || (va & 3))
+        return 0;
+    uint32_t l1pa;
+    if (shim_boot.flags & SHIM_BOOT_PAE) {
+        volatile uint64_t *l3 = (volatile uint64_t *)(v->guest_cr3 & ~31u);
+        uint64_t e3 = l3[va >> 30];
+        if (!(e3 & PTE_P) || (e3 >> 32))
+            return 0;
+        volatile uint64_t *l2 = (volatile uint64_t *)((uint32_t)e3 & ~0xfffu);
+        volatile uint64_t *p2 = &l2[(va >> 21) & 511];
+        uint64_t e2 = *p2;
+        if ((e2 & (PTE_P | PTE_RW | PTE_PS)) != (PTE_P | PTE_RW) || (e2 >> 32) ||
+            ((uint32_t)e2 & ~0xfffu) >= shim_boot.mem_top)
+            return 0;
+        volatile uint64_t *l1 = (volatile uint64_t *)((uint32_t)e2 & ~0xfffu);
+        volatile uint64_t *p1 = &l1[(va >> 12) & 511];
+        uint64_t e1 = *p1;
+        if ((e1 & (PTE_P | PTE_RW)) != (PTE_P | PTE_RW) || (e1 >> 32))
+            return 0;
+        if (!(e2 & PTE_A))
+            test_and_set_bit(5, (volatile void *)p2);
+        if ((e1 & (PTE_A | PTE_D)) != (PTE_A | PTE_D)) {
+            test_and_set_bit(5, (volatile void *)p1);
+            test_and_set_bit(6, (volatile void *)p1);
+        }
+        l1pa = (uint32_t)e1 & ~0xfffu;
+    } else {
+        volatile uint32_t *l2 = (volatile uint32_t *)(v->guest_cr3 & ~0xfffu);
+        volatile uint32_t *p2 = &l2[va >> 22];
+        uint32_t e2 = *p2;
+        if ((e2 & (PTE_P | PTE_RW | PTE_PS)) != (PTE_P | PTE_RW) ||
+            (e2 & ~0xfffu) >= shim_boot.mem_top)
+            return 0;
+        volatile uint32_t *l1 = (volatile uint32_t *)(e2 & ~0xfffu);
+        volatile uint32_t *p1 = &l1[(va >> 12) & 1023];
+        uint32_t e1 = *p1;
+        if ((e1 & (PTE_P | PTE_RW)) != (PTE_P | PTE_RW))
+            return 0;
+        if (!(e2 & PTE_A))
+            test_and_set_bit(5, p2);
+        if ((e1 & (PTE_A | PTE_D)) != (PTE_A | PTE_D)) {
+            test_and_set_bit(5, p1);
+            test_and_set_bit(6, p1);
+        }
+        l1pa = e1 & ~0xfffu;
+    }
+    if (l1pa >= shim_boot.mem_top)
+        return 0;
+    return (volatile uint32_t *)(l1pa + (va & 0xfffu));
+}
+
+static int guest_put(struct shim_vcpu *v, uint32_t va, uint32_t val)
+{
+    volatile uint32_t *p = guest_wptr(v, va);
+    if (!p)
+        return -1;
+    *p = val;
+    return 0;
+}
+
+/* Xen's create_bounce_frame (x86_32): {[ESP, SS,] EFLAGS, CS|mask<<16, EIP}
+ * [error code] [DS ES FS GS for failsafe] on the ring-1 stack. */
+static int bounce(struct shim_vcpu *v, uint32_t cs, uint32_t eip, uint32_t flags,
+                  uint32_t errcode)
+{
+    struct xen_regs *r = &v->regs;
+    volatile uint8_t *vi = vcpu_info(v);
+    uint32_t esp, ss;
+
+    if (!(cs & ~3u))
+        return -1;                              /* null selector: crash */
+    if (r->cs & 2) {                            /* from ring 2/3: kernel stack */
+        esp = v->kernel_sp - 8;
+        ss = v->kernel_ss;
+        if (guest_put(v, esp, r->esp) || guest_put(v, esp + 4, r->ss))
+            return -1;
+    } else {
+        esp = r->esp;
+        ss = r->ss;
+    }
+    uint8_t saved_mask = vi ? vi[1] : 0;
+    esp -= 12;
+    if (guest_put(v, esp, r->eip))
+        return -1;
+    if ((flags & SHIM_TBF_INTERRUPT) && vi)
+        vi[1] = 1;                              /* evtchn_upcall_mask */
+    if (guest_put(v, esp + 4, (r->cs & 0xffffu) | ((uint32_t)saved_mask << 16)) ||
+        guest_put(v, esp + 8, (r->eflags & ~EFLAGS_IF) | (saved_mask ? 0 : EFLAGS_IF)))
+        return -1;
+    if (flags & SHIM_TBF_ERRCODE) {
+        esp -= 4;
+        if (guest_put(v, esp, errcode))
+            return -1;
+    }
+    if (flags & SHIM_TBF_FAILSAFE) {
+        esp -= 16;
+        if (guest_put(v, esp, r->ds) || guest_put(v, esp + 4, r->es) ||
+            guest_put(v, esp + 8, r->fs) || guest_put(v, esp + 12, r->gs))
+            return -1;
+        r->ds = r->es = r->fs = r->gs = 0;
+    }
+    r->eflags &= ~(EFLAGS_VM | EFLAGS_RF | EFLAGS_NT | EFLAGS_TF);
+    r->ss = ss;
+    r->esp = esp;
+    r->cs = (uint16_t)cs;
+    r->saved_upcall_mask = 0;
+    r->eip = eip;
+    return 0;
+}
+
+static void handle_request(struct shim_vcpu *v, uint32_t kind);
+
+static void bounce_or_crash(struct shim_vcpu *v, uint32_t cs, uint32_t eip,
+                            uint32_t flags, uint32_t errcode)
+{
+    if (bounce(v, cs, eip, flags, errcode)) {
+        handle_request(v, SHIM_REQ_BOUNCE_FAULT);   /* Python crashes the domain */
+        halt_forever();
+    }
+}
+
+/* Python answered: apply its decision. */
+static void handle_request(struct shim_vcpu *v, uint32_t kind)
+{
+    for (;;) {
+        uint32_t act = post_and_wait(v, kind);
+        if (act & SHIM_ACT_HALT)
+            halt_forever();
+        if (act & SHIM_ACT_GDT) {
+            struct { uint16_t limit; uint32_t base; } __attribute__((packed)) gdtr = {
+                (uint16_t)v->gdt_limit, SHIM_GDT_BASE + v->vcpu_id * SHIM_GDT_STRIDE };
+            __asm__ __volatile__("lgdt %0" :: "m"(gdtr) : "memory");
+        }
+        if (act & SHIM_ACT_LDT)
+            __asm__ __volatile__("lldt %w0" :: "r"(v->ldt_sel) : "memory");
+        if (act & SHIM_ACT_FPU) {
+            uint32_t cr0 = read_cr0();
+            write_cr0(v->fpu_ts ? (cr0 | 8) : (cr0 & ~8u));
+        }
+        if (act & SHIM_ACT_TIMER)
+            timer_arm(v);
+        if (act & SHIM_ACT_RETRY) {
+            timer_arm(v);
+            sti_hlt_cli();                  /* any interrupt: ask again */
+            continue;
+        }
+        if (act & SHIM_ACT_BOUNCE) {
+            struct shim_trap *t = &v->traps[v->bounce_vector & 0xff];
+            bounce_or_crash(v, t->cs, t->eip, v->bounce_flags, v->bounce_errcode);
+        }
+        if (act & SHIM_ACT_FAILSAFE)
+            bounce_or_crash(v, v->failsafe_cs, v->failsafe_eip,
+                            SHIM_TBF_FAILSAFE | (v->bounce_flags & SHIM_TBF_INTERRUPT), 0);
+        if (act & SHIM_ACT_BLOCK) {
+            volatile uint8_t *vi = vcpu_info(v);
+            v->stat_blocks++;
+            for (;;) {
+                if (vi && vi[0])
+                    break;
+                if (v->wake_deadline && shim_now() >= v->wake_deadline) {
+                    v->wake_deadline = 0;
+                    break;
+                }
+                timer_arm(v);
+                sti_hlt_cli();
+            }
+            time_update_vcpu(v);
+        }
+        return;
+    }
+}
+
+/* Deliver pending events, check the frame the way Xen checks an iret
+ * frame, stage it on the entry stack and return to the guest. */
+static __attribute__((noreturn)) void leave_to_guest(struct shim_vcpu *v)
+{
+    volatile uint8_t *vi = vcpu_info(v);
+    if (vi && v->event_cs && vi[0] && !vi[1]) {
+        v->stat_upcalls++;
+        bounce_or_crash(v, v->event_cs, v->event_eip, SHIM_TBF_INTERRUPT, 0);
+    }
+    struct xen_regs *r = &v->regs;
+    unsigned rpl = r->cs & 3;
+    if (rpl == 0 || (r->ss & 3) != rpl) {
+        handle_request(v, SHIM_REQ_BAD_FRAME);
+        halt_forever();
+    }
+    r->eflags = (r->eflags & ~(EFLAGS_IOPL | EFLAGS_VM | EFLAGS_NT)) | EFLAGS_IF | 2;
+    r->saved_upcall_mask = 0;
+    r->_pad0 = 0;
+    struct xen_regs *f = estack_frame(v);
+    *f = *r;
+    shim_exit_to_guest(f, v->guest_cr3);
+}
+
+/* ---- entries ----------------------------------------------------------- */
+void shim_vcpu_start(struct shim_vcpu *v)
+{
+    handle_request(v, SHIM_REQ_BOOT);
+    v->periodic_next = shim_now() + v->periodic_ns;
+    time_update_vcpu(v);
+    timer_arm(v);
+    leave_to_guest(v);
+}
+
+void shim_guest_entry(struct xen_regs *frame)
+{
+    struct shim_vcpu *v = this_vcpu();
+    unsigned vec = frame->entry_vector;
+
+    v->stat_entries++;
+    v->regs = *frame;                       /* copy before trusting */
+    v->regs.saved_upcall_mask = 0;
+    v->regs._pad0 = 0;
+    if (vec == SHIM_VEC_HYPERCALL) {
+        handle_request(v, SHIM_REQ_HYPERCALL);
+    } else if (vec == SHIM_VEC_TIMER) {
+        lapic_eoi();
+        timer_irq(v);
+    } else if (vec == SHIM_VEC_KICK) {
+        lapic_eoi();
+        v->stat_kicks++;
+    } else if (vec < 32) {
+        v->trap_vector = vec;
+        v->trap_errcode = frame->error_code;
+        v->trap_cr2 = vec == 14 ? read_cr2() : 0;
+        handle_request(v, SHIM_REQ_TRAP);
+    } else if (vec != SHIM_VEC_SPURIOUS) {
+        lapic_eoi();
+    }
+    leave_to_guest(v);
+}
+
+void shim_ring0_entry(struct ring0_frame *f)
+{
+    struct shim_vcpu *v = this_vcpu();
+    unsigned vec = f->vector;
+
+    if (vec == SHIM_VEC_TIMER) {
+        lapic_eoi();
+        if (v && v->in_request)
+            v->deferred_timer = 1;
+        else if (v)
+            timer_irq(v);
+        return;
+    }
+    if (vec == SHIM_VEC_KICK) {
+        lapic_eoi();
+        if (v)
+            v->stat_kicks++;
+        return;
+    }
+    if (vec == SHIM_VEC_SPURIOUS)
+        return;
+    if (v && vec < 32 && f->eip >= (uint32_t)exit_fault_start &&
+        f->eip < (uint32_t)exit_fault_end) {
+        /* The guest frame could not be loaded: a selector or the iret. */
+        v->fault_eip = f->eip;
+        v->fault_vector = vec;
+        v->trap_errcode = f->error_code;
+        handle_request(v, SHIM_REQ_EXIT_FAULT);
+        leave_to_guest(v);
+    }
+    panic("unexpected exception in the shim", vec, f->eip);
+}

@@ -1,0 +1,144 @@
+"""Hypercall dispatch: one table keyed by the ABI number.
+
+Each family lives in its own module and registers its handler (and, where
+it has them, its sub-operations) here.  The same table drives
+``--trace-hypercalls`` and the documentation's support matrix.  Anything
+not registered answers -ENOSYS and is logged once per domain.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Optional
+
+from .. import abi
+from ..abi import ENOSYS, EFAULT
+
+log = logging.getLogger("qemu_xenpv.hypercall")
+
+
+class GuestFault(Exception):
+    """A guest address could not be accessed: the hypercall answers -EFAULT."""
+
+
+class DomainCrash(Exception):
+    """The guest did something Xen answers with domain_crash()."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class Family:
+    nr: int
+    name: str
+    fn: Callable
+    nargs: int
+    subops: Dict[int, str] = field(default_factory=dict)
+    status: str = "implemented"
+    note: str = ""
+
+
+TABLE: Dict[int, Family] = {}
+
+
+def hypercall(name: str, nargs: int, subops: Optional[Dict[int, str]] = None,
+              status: str = "implemented", note: str = ""):
+    """Register a handler ``fn(call, *args) -> int`` for hypercall `name`."""
+    nr = abi.HYPERCALL_NR[name]
+
+    def deco(fn):
+        TABLE[nr] = Family(nr, name, fn, nargs, dict(subops or {}), status, note)
+        return fn
+    return deco
+
+
+class Call:
+    """One hypercall in flight: the guest frame, the arguments, the actions
+    the shim must apply on the way out."""
+
+    __slots__ = ("vcpu", "dom", "regs", "args", "action", "nr", "no_retval", "trace_extra")
+
+    def __init__(self, vcpu, regs: dict):
+        self.vcpu = vcpu
+        self.dom = vcpu.dom
+        self.regs = regs
+        self.nr = regs["eax"]
+        self.args = (regs["ebx"], regs["ecx"], regs["edx"], regs["esi"], regs["edi"], regs["ebp"])
+        self.action = 0
+        self.no_retval = False
+        self.trace_extra = None
+
+    # ---- guest memory (copy_from_guest / copy_to_guest) ----
+    def read(self, va: int, n: int) -> bytes:
+        data = self.dom.copy_from_guest(self.vcpu, va, n)
+        if data is None:
+            raise GuestFault(va)
+        return data
+
+    def write(self, va: int, data: bytes) -> None:
+        if not self.dom.copy_to_guest(self.vcpu, va, data):
+            raise GuestFault(va)
+
+    def read_struct(self, layout, va: int) -> dict:
+        return layout.unpack(self.read(va, layout.size))
+
+    def write_struct(self, layout, va: int, values: dict) -> None:
+        self.write(va, layout.pack(values))
+
+    def read_u32(self, va: int) -> int:
+        return int.from_bytes(self.read(va, 4), "little")
+
+    def write_u32(self, va: int, val: int) -> None:
+        self.write(va, (val & 0xFFFFFFFF).to_bytes(4, "little"))
+
+
+def _load_families() -> None:
+    # importing a family registers it
+    from . import (console, version, sched, traps, desc, mmu, memory,  # noqa: F401
+                   misc, multicall, vcpu, evtchn)
+
+
+def dispatch(call: Call) -> int:
+    if not TABLE:
+        _load_families()
+    fam = TABLE.get(call.nr)
+    if fam is None:
+        call.dom.log_once(f"nosys:{call.nr}",
+                          f"unimplemented hypercall {call.nr} "
+                          f"({abi.HYPERCALLS.get(call.nr, 'unknown')}): -ENOSYS")
+        ret = -ENOSYS
+    else:
+        try:
+            ret = fam.fn(call, *call.args[:fam.nargs])
+        except GuestFault:
+            ret = -EFAULT
+    tracer = call.dom.tracer
+    if tracer is not None:
+        tracer.record(call, fam, ret)
+    return ret
+
+
+class Tracer:
+    """--trace-hypercalls: one JSON object per line."""
+
+    def __init__(self, path: str):
+        self.f = open(path, "a", buffering=1)
+        self.t0 = time.monotonic()
+
+    def record(self, call: Call, fam: Optional[Family], ret: int) -> None:
+        name = fam.name if fam else abi.HYPERCALLS.get(call.nr, str(call.nr))
+        n = fam.nargs if fam else 6
+        rec = {"t": round(time.monotonic() - self.t0, 6), "domain": call.dom.domid,
+               "name": call.dom.name, "vcpu": call.vcpu.vid, "hypercall": name, "nr": call.nr,
+               "args": [f"{a:#x}" for a in call.args[:n]], "result": ret}
+        if call.trace_extra:
+            rec.update(call.trace_extra)
+        self.f.write(json.dumps(rec) + "\n")
+
+    def close(self) -> None:
+        self.f.close()

@@ -1,0 +1,285 @@
+"""One virtual CPU: its service thread (the Python end of the shim's
+mailbox) and the per-vCPU state Xen keeps (trap table, callbacks, base
+pointer, GDT/LDT)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Dict, Optional, Tuple
+
+from . import abi
+from .abi import EINVAL, ENOENT
+from .hypercall import Call, DomainCrash, dispatch
+from .mm import PGT_l2, PGT_l3, PGT_seg_desc
+from .shim import K, Mailbox
+from . import traps
+
+log = logging.getLogger("qemu_xenpv.vcpu")
+
+SPIN_NS = 40_000            # Python keeps polling this long after an answer
+
+
+class VCPU:
+    def __init__(self, dom, vid: int, frames):
+        self.dom = dom
+        self.vid = vid
+        self.frames = frames
+        self.mbox = Mailbox(dom.ram, frames.mbox)
+        self.vcpu_info_pa = dom.shared_info_pa + vid * abi.VCPU_INFO_SIZE
+        self.guest_table: Optional[int] = None      # top-level page-table mfn
+        self.traps: Dict[int, Tuple[int, int, int]] = {}
+        self.callbacks: Dict[int, Tuple[int, int, int]] = {}
+        self.gdt_frames = []
+        self.ldt = (0, 0)
+        self.ldt_frames = []
+        self.iopl = 0
+        self.online = vid == 0
+        self.in_call = False
+        self.poll_ports = None
+        self.runstate_area = 0
+        self.thread: Optional[threading.Thread] = None
+        self.stopping = False
+        self.last_regs: Optional[dict] = None
+        self.calls = 0
+        self.blocked = False
+
+    # ---- service thread ----
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._run, name=f"vcpu-{self.dom.domid}.{self.vid}",
+                                       daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopping = True
+        fd = self.dom.doorbell_fd(self.vid)
+        if fd >= 0:
+            try:
+                os.eventfd_write(fd, 1)
+            except OSError:
+                pass
+
+    def join(self, timeout: float = 2.0) -> None:
+        if self.thread is not None and self.thread is not threading.current_thread():
+            self.thread.join(timeout)
+
+    def _run(self) -> None:
+        lib = self.dom.native
+        addr = self.mbox.addr_native
+        last = self.mbox.get("req_seq")
+        hv = self.dom.hv
+        fd = self.dom.doorbell_fd(self.vid)
+        kick_fd = self.dom.kick_fd(self.vid)
+        while not self.stopping:
+            seq = lib.xp_wait_request(addr, last, SPIN_NS, fd, 200)
+            if seq == last:
+                continue
+            last = seq
+            with hv.lock:
+                if self.stopping:
+                    break
+                self.in_call = True
+                try:
+                    action = self._handle(self.mbox.get("req_kind"))
+                except Exception as e:          # a hypervisor bug must not kill the process
+                    log.exception("vCPU %d.%d: internal error", self.dom.domid, self.vid)
+                    self.dom.crash(f"internal hypervisor error: {e!r}", self)
+                    action = K.ACT_HALT
+                finally:
+                    self.in_call = False
+                self.blocked = bool(action & (K.ACT_BLOCK | K.ACT_RETRY))
+            lib.xp_complete(addr, seq, action, kick_fd)
+
+    def _handle(self, kind: int) -> int:
+        self.calls += 1
+        if kind == K.REQ_HYPERCALL:
+            regs = self.mbox.read_regs()
+            self.last_regs = regs
+            call = Call(self, regs)
+            try:
+                ret = dispatch(call)
+            except DomainCrash as e:
+                self.dom.crash(e.reason, self, regs)
+                return K.ACT_HALT
+            if not call.no_retval:
+                regs["eax"] = ret & 0xFFFFFFFF
+            self.mbox.write_regs(regs)
+            return call.action
+        if kind == K.REQ_TRAP:
+            regs = self.mbox.read_regs()
+            self.last_regs = regs
+            mb = self.mbox
+            try:
+                act = traps.handle_trap(self, regs, mb.get("trap_vector"), mb.get("trap_errcode"),
+                                        mb.get("trap_cr2"))
+            except DomainCrash as e:
+                self.dom.crash(e.reason, self, regs)
+                return K.ACT_HALT
+            self.mbox.write_regs(regs)
+            return act
+        if kind == K.REQ_BOOT:
+            self.dom.on_vcpu_boot(self)
+            return 0
+        regs = self.mbox.read_regs()
+        if kind == K.REQ_EXIT_FAULT:
+            cb = self.callbacks.get(abi.CALLBACKTYPE_failsafe)
+            if cb and cb[0] & ~3:
+                self.mbox.set("bounce_flags", K.TBF_INTERRUPT if cb[2] & abi.CALLBACKF_mask_events else 0)
+                return K.ACT_FAILSAFE
+            self.dom.crash(f"cannot return to the guest: vector {self.mbox.get('fault_vector')} "
+                           f"at {self.mbox.get('fault_eip'):#x} (bad selector or iret frame)",
+                           self, regs)
+            return K.ACT_HALT
+        if kind == K.REQ_BOUNCE_FAULT:
+            self.dom.crash("cannot write an exception frame on the guest kernel stack", self, regs)
+            return K.ACT_HALT
+        if kind == K.REQ_BAD_FRAME:
+            self.dom.crash("invalid guest frame (ring 0 or mismatched SS)", self, regs)
+            return K.ACT_HALT
+        if kind == K.REQ_PANIC:
+            self.dom.crash("shim: " + self.dom.shim_panic_message(), self, regs)
+            return K.ACT_HALT
+        self.dom.crash(f"unknown shim request {kind}", self, regs)
+        return K.ACT_HALT
+
+    # ---- events ----
+    def mark_events_pending(self) -> None:
+        if self.dom.ram.xchg8(self.vcpu_info_pa + abi.VI_UPCALL_PENDING, 1) == 0:
+            self.kick()
+
+    def kick(self) -> None:
+        """Make the vCPU look at its events: while it is in a hypercall the
+        shim checks on the way out; otherwise interrupt it."""
+        if self.in_call and threading.current_thread() is self.thread:
+            return
+        self.dom.kick(self.vid)
+
+    def check_poller(self, port: int) -> None:
+        if self.poll_ports is not None and port in self.poll_ports:
+            self.kick()
+
+    # ---- trap table and callbacks ----
+    def clear_traps(self) -> None:
+        self.traps.clear()
+        for vec in range(256):
+            self.mbox.set_trap(vec, 0, 0, 0)
+
+    def set_trap(self, vector: int, flags: int, cs: int, eip: int) -> None:
+        self.traps[vector] = (flags, cs, eip)
+        self.mbox.set_trap(vector, cs, flags, eip)
+
+    def set_callback(self, ctype: int, cs: int, eip: int, flags: int) -> None:
+        self.callbacks[ctype] = (cs, eip, flags)
+        if ctype == abi.CALLBACKTYPE_event:
+            self.mbox.set("event_cs", cs)
+            self.mbox.set("event_eip", eip)
+        elif ctype == abi.CALLBACKTYPE_failsafe:
+            self.mbox.set("failsafe_cs", cs)
+            self.mbox.set("failsafe_eip", eip)
+
+    # ---- address space ----
+    def new_baseptr(self, mfn: int) -> int:
+        mmu = self.dom.mmu
+        top = PGT_l3 if self.dom.pae else PGT_l2
+        if mfn == self.guest_table:
+            return 0
+        if self.dom.pae and mfn >= 0x100000:
+            return -EINVAL
+        rc = mmu.get_page_and_type(mfn, top)
+        if rc:
+            return rc
+        old = self.guest_table
+        self.guest_table = mfn
+        self.load_cr3()
+        if old is not None:
+            mmu.put_page_and_type(old)
+        return 0
+
+    def load_cr3(self) -> None:
+        """PAE: the CPU loads a sanitized copy of the guest's 4 L3 entries
+        (PDPTEs accept only P); non-PAE: the guest's L2 directly."""
+        if self.dom.pae:
+            shadow = self.frames.shadow_l3
+            ram = self.dom.ram
+            for i in range(4):
+                e = ram.r64((self.guest_table << 12) + i * 8)
+                ram.w64(shadow + i * 8, (e & 0x000FFFFFFFFFF000) | (e & 1) if e & 1 else 0)
+            self.mbox.set("guest_cr3", shadow)
+        else:
+            self.mbox.set("guest_cr3", self.guest_table << 12)
+
+    def set_gdt(self, frames, entries: int, call) -> int:
+        mmu = self.dom.mmu
+        taken = []
+        for mfn in frames:
+            rc = mmu.get_page_and_type(mfn, PGT_seg_desc)
+            if rc:
+                for m in taken:
+                    mmu.put_page_and_type(m)
+                return rc
+            taken.append(mfn)
+        for m in self.gdt_frames:
+            mmu.put_page_and_type(m)
+        self.gdt_frames = taken
+        mem = self.dom.mem
+        base = K.GDT_BASE + self.vid * K.GDT_STRIDE
+        for p in range(14):
+            pa = (taken[p] << 12) if p < len(taken) else mem.zero_page
+            mem.map_pub(self.dom.ram, base + p * 4096, pa, guest_rw=False, shim_rw=False)
+        call.action |= K.ACT_GDT
+        self.mbox.set("gdt_limit", K.GDT_LIMIT)
+        return 0
+
+    def set_ldt(self, base: int, ents: int) -> int:
+        if base & 0xFFF or ents > 8192 or (ents and base + ents * 8 > self.dom.mode.hole_start):
+            return -EINVAL
+        mmu = self.dom.mmu
+        mem = self.dom.mem
+        for m in self.ldt_frames:
+            mmu.put_page_and_type(m)
+        self.ldt_frames = []
+        lbase = K.LDT_BASE + self.vid * K.LDT_STRIDE
+        for p in range(16):
+            mem.unmap_pub(self.dom.ram, lbase + p * 4096)
+        self.ldt = (base, ents)
+        if ents == 0:
+            self.mbox.set("ldt_sel", 0)
+            return 0
+        for p in range((ents * 8 + 4095) // 4096):
+            pa = mmu.translate(self.guest_table, base + p * 4096, write=False)
+            if pa is None:
+                continue            # mapped lazily on the guest's first use
+            mfn = pa >> 12
+            if mmu.get_page_and_type(mfn, PGT_seg_desc) == 0:
+                self.ldt_frames.append(mfn)
+                mem.map_pub(self.dom.ram, lbase + p * 4096, pa & ~0xFFF, guest_rw=False,
+                            shim_rw=False)
+        # the LDT descriptor lives in Xen's reserved GDT page (entry 7168+9)
+        limit = ents * 8 - 1
+        lo = (limit & 0xFFFF) | ((lbase & 0xFFFF) << 16)
+        hi = ((lbase >> 16) & 0xFF) | (0x82 << 8) | (limit & 0xF0000) | (lbase & 0xFF000000)
+        ram = self.dom.ram
+        ram.w32(self.frames.gdt_reserved + 9 * 8, lo)
+        ram.w32(self.frames.gdt_reserved + 9 * 8 + 4, hi)
+        self.mbox.set("ldt_sel", K.LDT_SEL)
+        return 0
+
+    def set_periodic(self, period: int, call) -> None:
+        self.mbox.set64("periodic_ns", period)
+        self.mbox.set64("periodic_next", self.mbox.get64("now_ns") + period)
+        call.action |= K.ACT_TIMER
+
+    def register_vcpu_info(self, mfn: int, offset: int) -> int:
+        if offset > 4096 - abi.VCPU_INFO_SIZE or not self.dom.mmu.owns(mfn):
+            return -EINVAL
+        new = (mfn << 12) + offset
+        ram = self.dom.ram
+        ram.write(new, ram.read(self.vcpu_info_pa, abi.VCPU_INFO_SIZE))
+        self.vcpu_info_pa = new
+        self.mbox.set("vcpu_info_pa", new)
+        return 0
+
+    def runstate(self) -> dict:
+        now = self.mbox.get64("now_ns")
+        return {"state": 0, "state_entry_time": now, "time": [now, 0, 0, 0]}
