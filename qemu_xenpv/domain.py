@@ -89,8 +89,8 @@ class Domain:
     # ---- build and boot ----
     def build(self) -> None:
         """Phase 'build': lay out the machine and the guest in fresh RAM."""
-        from machine.ram import GuestRAM
-        from machine import native
+        from qemu_xenpv.machine.ram import GuestRAM
+        from qemu_xenpv.machine import native
         cfg = self.config
         self.native = native.lib()
         img = cfg.kernel_image
@@ -119,7 +119,7 @@ class Domain:
         if rc:
             raise AssertionError(f"initial base pointer refused: {rc}")
         self._init_shim(shim, built)
-        from devices.console import ConsoleBackend
+        from qemu_xenpv.devices.console import ConsoleBackend
         self.console = ConsoleBackend(self, built.console_mfn, spec.console_evtchn)
 
     def _init_shim(self, shim: ShimImage, built) -> None:
@@ -167,7 +167,7 @@ class Domain:
 
     async def start(self) -> None:
         """Phases: build, launch, qmp, vcpus, console."""
-        from machine.qemu import QemuMachine
+        from qemu_xenpv.machine.qemu import QemuMachine
         phase = "build"
         try:
             self.build()
@@ -405,6 +405,15 @@ class Domain:
         fut = asyncio.get_running_loop().create_future()
         self._end_waiters.append(fut)
         return await fut
+
+    # ---- control requests (xl shutdown/reboot/sysrq write control/*) ----
+    async def request_shutdown(self, reason: str, wait: bool = False) -> dict:
+        raise XenPVError(f"domain '{self.name}': the PV control interface (XenStore "
+                         "control/shutdown) is not available in this version; use destroy")
+
+    async def request_sysrq(self, key: str) -> dict:
+        raise XenPVError(f"domain '{self.name}': the PV control interface (XenStore "
+                         "control/sysrq) is not available in this version")
 
     # ---- information ----
     def state_flags(self) -> str:

@@ -87,29 +87,47 @@ uint64_t shim_now(void)
     return anchor_ns + scale_delta(rdtsc() - anchor_tsc);
 }
 
+/* Count TSC and APIC timer ticks over `ns` of HPET time.  An HPET read is
+ * slow (an MMIO exit), so each is bracketed with TSC reads; the caller runs
+ * this twice because the first pass pays for translating the code (TCG). */
+static void calibrate(uint64_t span, uint64_t *ns, uint64_t *tsc, uint32_t *apic,
+                      uint64_t *t_end, uint64_t *h_end)
+{
+    lapic_write(LAPIC_TMICT, 0xffffffffu);
+    uint64_t a = rdtsc();
+    uint64_t h0 = hpet_ns();
+    uint32_t l0 = lapic_read(LAPIC_TMCCT);
+    uint64_t b = rdtsc();
+    uint64_t t0 = a + (b - a) / 2, h1;
+    uint32_t l1;
+    do {
+        a = rdtsc();
+        h1 = hpet_ns();
+        l1 = lapic_read(LAPIC_TMCCT);
+        b = rdtsc();
+    } while (h1 - h0 < span);
+    lapic_write(LAPIC_TMICT, 0);
+    *ns = h1 - h0;
+    *tsc = a + (b - a) / 2 - t0;
+    *apic = l0 - l1;
+    *t_end = a + (b - a) / 2;
+    *h_end = h1;
+}
+
 void time_init(void)
 {
     uint32_t cap_hi = mmio_read32(HPET_BASE + HPET_CAP + 4);
     hpet_period_fs = cap_hi ? cap_hi : 10000000u;
     mmio_write32(HPET_BASE + HPET_CFG, mmio_read32(HPET_BASE + HPET_CFG) | 1);
 
-    /* Calibrate the TSC and the APIC timer against the HPET over 1 ms. */
-    lapic_write(LAPIC_TMICT, 0xffffffffu);
-    uint64_t h0 = hpet_ns(), t0 = rdtsc();
-    uint32_t l0 = lapic_read(LAPIC_TMCCT);
-    uint64_t h1, t1;
-    uint32_t l1;
-    do {
-        h1 = hpet_ns();
-    } while (h1 - h0 < 1000000u);
-    t1 = rdtsc();
-    l1 = lapic_read(LAPIC_TMCCT);
-    lapic_write(LAPIC_TMICT, 0);
+    uint64_t ns, dtsc, t1, h1;
+    uint32_t dapic;
+    calibrate(100000, &ns, &dtsc, &dapic, &t1, &h1);
+    calibrate(2000000, &ns, &dtsc, &dapic, &t1, &h1);
 
-    uint64_t ns = h1 - h0;
-    uint64_t tsc_hz = (t1 - t0) * 1000000000ull / ns;
+    uint64_t tsc_hz = dtsc * 1000000000ull / ns;
     shim_boot.tsc_khz = (uint32_t)(tsc_hz / 1000);
-    shim_boot.lapic_khz = (uint32_t)((uint64_t)(l0 - l1) * 1000000ull / ns);
+    shim_boot.lapic_khz = (uint32_t)((uint64_t)dapic * 1000000ull / ns);
     if (!shim_boot.lapic_khz)
         shim_boot.lapic_khz = 1000000;
     set_time_scale(tsc_hz);
