@@ -103,29 +103,29 @@ class GuestRAM:
     # ---- atomics (the guest uses locked instructions on the same words) ----
     def test_and_set_bit(self, addr: int, nr: int) -> bool:
         self._check(addr + (nr >> 5) * 4, 4)
-        return bool(self._lib.xp_test_and_set_bit(self.base + addr, nr))
+        return self._lib.test_and_set_bit(self.base + addr, nr)
 
     def test_and_clear_bit(self, addr: int, nr: int) -> bool:
         self._check(addr + (nr >> 5) * 4, 4)
-        return bool(self._lib.xp_test_and_clear_bit(self.base + addr, nr))
+        return self._lib.test_and_clear_bit(self.base + addr, nr)
 
     def test_bit(self, addr: int, nr: int) -> bool:
         return bool((self.r32(addr + (nr >> 5) * 4) >> (nr & 31)) & 1)
 
     def xchg32(self, addr: int, val: int) -> int:
         self._check(addr, 4)
-        return self._lib.xp_xchg32(self.base + addr, val)
+        return self._lib.xchg32(self.base + addr, val)
 
     def cmpxchg32(self, addr: int, old: int, new: int) -> int:
         self._check(addr, 4)
-        return self._lib.xp_cmpxchg32(self.base + addr, old, new)
+        return self._lib.cmpxchg32(self.base + addr, old, new)
 
     def xchg8(self, addr: int, val: int) -> int:
         self._check(addr, 1)
-        return self._lib.xp_xchg8(self.base + addr, val)
+        return self._lib.xchg8(self.base + addr, val)
 
     def fence(self) -> None:
-        self._lib.xp_mb()
+        self._lib.fence()
 
     def _check(self, addr: int, length: int) -> None:
         if addr < 0 or length < 0 or addr + length > self.size:

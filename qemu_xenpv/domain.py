@@ -126,6 +126,7 @@ class Domain:
         ram = self.ram
         mem = built.mem
         boot = shim.phys("shim_boot")
+        self.boot_pa = boot
         from .shim import shim_boot
         fields = {
             "magic": K.BOOT_MAGIC, "abi_version": K.ABI_VERSION,
@@ -136,13 +137,14 @@ class Domain:
             "doorbell_port": 0x402,
             "ivshmem_bar0": 0xFE000000, "ivshmem_bar1": 0xFE001000, "ivshmem_bar2": 0xFE100000,
             "ivshmem_peer": 0, "spin_loops": 20000, "mem_top": ram.size,
-            "vcpu": [v.mbox for v in mem.vcpus], "pstack": [v.pstack + 8192 for v in mem.vcpus],
+            "vcpu": [v.priv for v in mem.vcpus], "pstack": [v.pstack + 8192 for v in mem.vcpus],
             "panic": b"",
         }
         ram.write(boot, shim_boot.pack(fields))
         for v in self.vcpus:
             mb = v.mbox
             mb.set("vcpu_id", v.vid)
+            mb.set("mbox", K.ESTACK_BASE + v.vid * K.ESTACK_STRIDE)
             mb.set("hole_start", self.mode.hole_start)
             mb.set("vcpu_info_pa", v.vcpu_info_pa)
             mb.set("evtchn_pending_pa", self.shared_info_pa)
@@ -158,6 +160,26 @@ class Domain:
         v0.mbox.set("kernel_sp", built.stack_top)
         if self.pae:
             self.vm_assist |= 1 << 3                    # pae_extended_cr3
+
+    def now_ns(self, tsc: int) -> int:
+        """System time at guest TSC `tsc`, from the shim's published anchor."""
+        from .shim import shim_boot
+        boot = self.boot_pa
+        off = shim_boot.offsets
+        ram = self.ram
+        for _ in range(100):
+            ver = ram.r32(boot + off["time_version"])
+            a_tsc, a_ns = ram.r64(boot + off["anchor_tsc"]), ram.r64(boot + off["anchor_ns"])
+            mul, shift = ram.r32(boot + off["tsc_mul"]), ram.r32(boot + off["tsc_shift"])
+            if not ver & 1 and ram.r32(boot + off["time_version"]) == ver:
+                break
+        if shift & 0x80000000:
+            shift -= 1 << 32
+        delta = (tsc - a_tsc) & 0xFFFFFFFFFFFFFFFF
+        if delta >> 63:
+            return a_ns
+        delta = delta >> -shift if shift < 0 else delta << shift
+        return a_ns + ((delta * mul) >> 32)
 
     def shim_panic_message(self) -> str:
         from .shim import shim_boot
@@ -214,7 +236,7 @@ class Domain:
         boot = self.hv.shim_image().phys("shim_boot")
         b = shim_boot.unpack(self.ram.mm, boot)
         self.tsc_khz = b["tsc_khz"]
-        now_ns = v.mbox.get64("now_ns")
+        now_ns = v.now()
         wall = time.time_ns() - now_ns
         si = self.shared_info_pa
         ram = self.ram
@@ -265,7 +287,7 @@ class Domain:
             self.vcpus[vcpu].mbox.set("virq_timer_port", 0 if port is None else port + 1)
             if port is not None:
                 mb = self.vcpus[vcpu].mbox
-                mb.set64("periodic_next", mb.get64("now_ns") + mb.get64("periodic_ns"))
+                mb.set64("periodic_next", self.vcpus[vcpu].now() + mb.get64("periodic_ns"))
 
     def kick(self, vid: int) -> None:
         if self.machine is not None and self.alive:

@@ -46,7 +46,7 @@ def align_up(x: int, a: int) -> int:
 
 @dataclass
 class VcpuFrames:
-    mbox: int           # struct shim_vcpu
+    priv: int           # struct shim_vcpu (private to the shim)
     pstack: int         # 8 KiB, 8 KiB aligned (top = pstack + 8192)
     estack: int         # entry stack page (guest-writable)
     gdt_reserved: int   # Xen's reserved GDT page for this vCPU
@@ -155,18 +155,21 @@ class MachineMemory:
             self.shim_pub_l1[va] = s
             self.hole_l2[self._l2_slot(va)] = g | RW
 
+        # the ivshmem doorbell register, for the hypercall fast path
+        self.map_pub(ram, K.DOORBELL_VA, IVSHMEM_BAR0, guest_rw=True, shim_rw=True,
+                     extra=PTE_PCD | PTE_PWT)
         for vaddr, paddr, memsz, writable in self.shim.pub_segments():
             for off in range(0, align_up(memsz, 4096), 4096):
                 self.map_pub(ram, vaddr + off, paddr + off, guest_rw=False, shim_rw=writable)
 
         for i in range(self.nr_vcpus):
-            v = VcpuFrames(mbox=self.alloc(), pstack=self.alloc(2, align=8192),
+            v = VcpuFrames(priv=self.alloc(), pstack=self.alloc(2, align=8192),
                            estack=self.alloc(), gdt_reserved=self.alloc(),
                            shadow_l3=shadow_page + 32 * i if shadow_page else 0)
-            for a in (v.mbox, v.estack, v.gdt_reserved):
+            for a in (v.priv, v.estack, v.gdt_reserved):
                 ram.zero(a, 4096)
             ram.zero(v.pstack, 8192)
-            ram.w32(v.pstack, v.mbox)               # this_vcpu() looks here
+            ram.w32(v.pstack, v.priv)               # this_vcpu() looks here
             self.vcpus.append(v)
             self.map_pub(ram, K.ESTACK_BASE + i * K.ESTACK_STRIDE, v.estack,
                          guest_rw=True, shim_rw=True)
@@ -186,11 +189,12 @@ class MachineMemory:
         for mfn in range(POOL_BASE >> 12, self.pool_end >> 12):
             ft.owner[mfn] = OWNER_NONE
 
-    def map_pub(self, ram, va: int, pa: int, guest_rw: bool, shim_rw: bool) -> None:
+    def map_pub(self, ram, va: int, pa: int, guest_rw: bool, shim_rw: bool,
+                extra: int = 0) -> None:
         base = va & ~(self.l1_span - 1)
         idx = (va - base) >> 12
-        self._put(ram, self.guest_pub_l1[base], idx, pa | (RW if guest_rw else RO))
-        self._put(ram, self.shim_pub_l1[base], idx, pa | (RW if shim_rw else RO))
+        self._put(ram, self.guest_pub_l1[base], idx, pa | (RW if guest_rw else RO) | extra)
+        self._put(ram, self.shim_pub_l1[base], idx, pa | (RW if shim_rw else RO) | extra)
 
     def unmap_pub(self, ram, va: int) -> None:
         base = va & ~(self.l1_span - 1)

@@ -28,7 +28,7 @@ def boot_shim_alone(accel: str = "tcg", timeout: float = 10.0, pae: bool = True)
             "flags": (K.BOOT_PAE if pae else 0) | K.BOOT_HALT, "cr3": mem.shim_cr3,
             "nr_vcpus": 1, "doorbell": K.DOORBELL_IVSHMEM, "ivshmem_bar0": 0xFE000000,
             "ivshmem_bar1": 0xFE001000, "ivshmem_bar2": 0xFE100000, "spin_loops": 1000,
-            "mem_top": ram.size, "vcpu": [mem.vcpus[0].mbox],
+            "mem_top": ram.size, "vcpu": [mem.vcpus[0].priv],
             "pstack": [mem.vcpus[0].pstack + 8192], "panic": b""}))
         status = boot + shim_boot.offsets["status"]
         m = QemuMachine(ram, str(paths.rom_bin()), "selftest", accel=accel)

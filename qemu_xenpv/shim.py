@@ -58,13 +58,17 @@ xen_regs_fields = (
 )
 xen_regs = Layout("xen_regs", *xen_regs_fields)
 
-shim_vcpu = Layout(
-    "shim_vcpu",
+shim_mbox = Layout(
+    "shim_mbox",
     ("req_seq", U32), ("req_kind", U32), ("resp_seq", U32), ("resp_action", U32),
     ("host_polling", U32), ("guest_waiting", U32), ("trap_vector", U32),
     ("trap_errcode", U32), ("trap_cr2", U32), ("fault_eip", U32), ("fault_vector", U32),
-    ("vcpu_id", U32),
-    ("regs", c.Bytes(xen_regs.size)),
+    ("req_tsc_lo", U32), ("req_tsc_hi", U32),
+)
+
+shim_vcpu = Layout(
+    "shim_vcpu",
+    ("vcpu_id", U32), ("mbox", U32),
     ("guest_cr3", U32), ("gdt_limit", U32), ("ldt_sel", U32), ("kernel_ss", U32),
     ("kernel_sp", U32), ("event_cs", U32), ("event_eip", U32), ("failsafe_cs", U32),
     ("failsafe_eip", U32), ("vcpu_info_pa", U32), ("evtchn_pending_pa", U32),
@@ -72,7 +76,6 @@ shim_vcpu = Layout(
     ("bounce_flags", U32), ("fpu_ts", U32), ("hole_start", U32),
     ("timer_deadline", U64), ("wake_deadline", U64), ("periodic_ns", U64),
     ("periodic_next", U64),
-    ("now_ns", U64), ("tsc_at_now", U64),
     ("stat_entries", U32), ("stat_doorbells", U32), ("stat_upcalls", U32),
     ("stat_timer_irqs", U32), ("stat_kicks", U32), ("stat_blocks", U32),
     ("in_request", U32), ("deferred_timer", U32),
@@ -87,12 +90,14 @@ shim_boot = Layout(
     ("vcpu", c.Array(MAX_VCPUS, U32)), ("pstack", c.Array(MAX_VCPUS, U32)),
     ("status", U32), ("tsc_khz", U32), ("lapic_khz", U32), ("tsc_mul", U32),
     ("tsc_shift", c.Int32sl), ("ivshmem_bdf", U32), ("boot_tsc", U64), ("boot_ns", U64),
+    ("time_version", U32), ("_pad", U32), ("anchor_tsc", U64), ("anchor_ns", U64),
     ("panic", c.Bytes(160)),
 )
 
-V = shim_vcpu.offsets           # V["resp_action"] ...
-REGS = V["regs"]
-R = {name: REGS + off for name, off in xen_regs.offsets.items()}   # absolute in shim_vcpu
+V = shim_vcpu.offsets           # private per-vCPU state
+M = shim_mbox.offsets           # the mailbox at the bottom of the entry-stack page
+REGS = 4096 - 68                # the frame at the top of the entry-stack page
+R = {name: REGS + off for name, off in xen_regs.offsets.items()}   # in the entry-stack page
 
 
 class ShimImage:
@@ -140,27 +145,36 @@ class ShimImage:
 
 
 class Mailbox:
-    """Accessors for one vCPU's struct shim_vcpu in guest RAM."""
+    """One vCPU's shim interface: the mailbox and frame in its entry-stack
+    page (guest-writable, read only while the vCPU is inside the shim) and
+    its private struct shim_vcpu."""
 
-    __slots__ = ("ram", "base", "addr_native")
+    __slots__ = ("ram", "base", "priv", "addr_native")
 
-    def __init__(self, ram, base: int):
+    def __init__(self, ram, estack: int, priv: int):
         self.ram = ram
-        self.base = base
-        self.addr_native = ram.base + base
+        self.base = estack
+        self.priv = priv
+        self.addr_native = ram.base + estack
+
+    def _addr(self, field: str) -> int:
+        off = M.get(field)
+        return self.base + off if off is not None else self.priv + V[field]
 
     def get(self, field: str) -> int:
-        off, size = V[field], shim_vcpu.construct.subcons
-        return self.ram.r32(self.base + V[field])
+        return self.ram.r32(self._addr(field))
 
     def set(self, field: str, val: int) -> None:
-        self.ram.w32(self.base + V[field], val)
+        self.ram.w32(self._addr(field), val)
 
     def get64(self, field: str) -> int:
-        return self.ram.r64(self.base + V[field])
+        return self.ram.r64(self._addr(field))
 
     def set64(self, field: str, val: int) -> None:
-        self.ram.w64(self.base + V[field], val)
+        self.ram.w64(self._addr(field), val)
+
+    def set_eax(self, val: int) -> None:
+        self.ram.w32(self.base + R["eax"], val)
 
     def read_regs(self) -> dict:
         return xen_regs.unpack(self.ram.mm, self.base + REGS)
@@ -168,6 +182,9 @@ class Mailbox:
     def write_regs(self, regs: dict) -> None:
         self.ram.write(self.base + REGS, xen_regs.pack(regs))
 
+    def req_tsc(self) -> int:
+        return self.ram.r64(self.base + M["req_tsc_lo"])
+
     def set_trap(self, vector: int, cs: int, flags: int, eip: int) -> None:
-        self.ram.write(self.base + V["traps"] + vector * shim_trap.size,
+        self.ram.write(self.priv + V["traps"] + vector * shim_trap.size,
                        shim_trap.pack({"cs": cs, "flags": flags, "vector": vector, "eip": eip}))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 import threading
 from typing import Dict, Optional, Tuple
 
@@ -13,12 +14,18 @@ from . import abi
 from .abi import EINVAL, ENOENT
 from .hypercall import Call, DomainCrash, dispatch
 from .mm import PGT_l2, PGT_l3, PGT_seg_desc
-from .shim import K, Mailbox
+from .shim import K, Mailbox, M, R
 from . import traps
 
 log = logging.getLogger("qemu_xenpv.vcpu")
 
 SPIN_NS = 40_000            # Python keeps polling this long after an answer
+_U32 = struct.Struct("<I")
+M_REQ_KIND = M["req_kind"]
+R_EAX = R["eax"]
+REQ_HYPERCALL = K.REQ_HYPERCALL
+ACT_EVENTS = K.ACT_EVENTS
+BLOCKING = K.ACT_BLOCK | K.ACT_RETRY
 
 
 class VCPU:
@@ -26,7 +33,7 @@ class VCPU:
         self.dom = dom
         self.vid = vid
         self.frames = frames
-        self.mbox = Mailbox(dom.ram, frames.mbox)
+        self.mbox = Mailbox(dom.ram, frames.estack, frames.priv)
         self.vcpu_info_pa = dom.shared_info_pa + vid * abi.VCPU_INFO_SIZE
         self.guest_table: Optional[int] = None      # top-level page-table mfn
         self.traps: Dict[int, Tuple[int, int, int]] = {}
@@ -65,46 +72,55 @@ class VCPU:
             self.thread.join(timeout)
 
     def _run(self) -> None:
-        lib = self.dom.native
-        addr = self.mbox.addr_native
-        last = self.mbox.get("req_seq")
         hv = self.dom.hv
-        fd = self.dom.doorbell_fd(self.vid)
-        kick_fd = self.dom.kick_fd(self.vid)
-        while not self.stopping:
-            seq = lib.xp_wait_request(addr, last, SPIN_NS, fd, 200)
-            if seq == last:
-                continue
-            last = seq
-            with hv.lock:
+        lock = hv.lock
+
+        def handler(kind: int, args) -> int:
+            if self.stopping:
+                return -1
+            if args is None:
+                return 0
+            with lock:
                 if self.stopping:
-                    break
+                    return -1
                 self.in_call = True
                 try:
-                    action = self._handle(self.mbox.get("req_kind"))
+                    action = self._handle(kind, args)
                 except Exception as e:          # a hypervisor bug must not kill the process
                     log.exception("vCPU %d.%d: internal error", self.dom.domid, self.vid)
                     self.dom.crash(f"internal hypervisor error: {e!r}", self)
                     action = K.ACT_HALT
                 finally:
                     self.in_call = False
-                self.blocked = bool(action & (K.ACT_BLOCK | K.ACT_RETRY))
-            lib.xp_complete(addr, seq, action, kick_fd)
+                self.blocked = bool(action & BLOCKING)
+            return action
 
-    def _handle(self, kind: int) -> int:
+        try:
+            self.dom.native.serve(self.mbox.addr_native, self.dom.doorbell_fd(self.vid),
+                                  self.dom.kick_fd(self.vid), SPIN_NS, 200, handler)
+        except Exception:
+            log.exception("vCPU %d.%d: service loop failed", self.dom.domid, self.vid)
+
+    def _handle(self, kind: int, args: tuple) -> int:
         self.calls += 1
-        if kind == K.REQ_HYPERCALL:
-            regs = self.mbox.read_regs()
-            self.last_regs = regs
-            call = Call(self, regs)
+        if kind == REQ_HYPERCALL:
+            call = Call(self, None, args)
             try:
                 ret = dispatch(call)
             except DomainCrash as e:
-                self.dom.crash(e.reason, self, regs)
+                self.dom.crash(e.reason, self, call.regs)
                 return K.ACT_HALT
-            if not call.no_retval:
-                regs["eax"] = ret & 0xFFFFFFFF
-            self.mbox.write_regs(regs)
+            mm = self.dom.ram.mm
+            if call.regs_loaded:
+                regs = call.regs
+                if not call.no_retval:
+                    regs["eax"] = ret & 0xFFFFFFFF
+                self.mbox.write_regs(regs)
+            elif not call.no_retval:
+                _U32.pack_into(mm, self.mbox.base + R_EAX, ret & 0xFFFFFFFF)
+            vi = self.vcpu_info_pa
+            if mm[vi] and not mm[vi + 1]:       # upcall pending and not masked
+                return call.action | ACT_EVENTS
             return call.action
         if kind == K.REQ_TRAP:
             regs = self.mbox.read_regs()
@@ -267,7 +283,7 @@ class VCPU:
 
     def set_periodic(self, period: int, call) -> None:
         self.mbox.set64("periodic_ns", period)
-        self.mbox.set64("periodic_next", self.mbox.get64("now_ns") + period)
+        self.mbox.set64("periodic_next", self.now() + period)
         call.action |= K.ACT_TIMER
 
     def register_vcpu_info(self, mfn: int, offset: int) -> int:
@@ -280,6 +296,10 @@ class VCPU:
         self.mbox.set("vcpu_info_pa", new)
         return 0
 
+    def now(self) -> int:
+        """System time (ns) when this vCPU's current request was posted."""
+        return self.dom.now_ns(self.mbox.req_tsc())
+
     def runstate(self) -> dict:
-        now = self.mbox.get64("now_ns")
+        now = self.now()
         return {"state": 0, "state_entry_time": now, "time": [now, 0, 0, 0]}

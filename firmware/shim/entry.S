@@ -33,6 +33,115 @@ entry_stubs:
         .set    vec, vec + 1
         .endr
 
+/*
+ * int $0x82: the hypercall fast path.  Post the request in the mailbox at
+ * the bottom of this entry-stack page, ring the doorbell unless Python is
+ * polling, spin for the answer, and if Python asks for nothing more (no
+ * action, no upcall due) check the frame and return -- all without leaving
+ * the guest's address space, so no TLB or translation cache is flushed.
+ * Anything else continues in C in the shim's own address space.
+ */
+        .globl  hypercall_entry
+        .balign 16
+hypercall_entry:
+        pushl   $0
+        movw    $SHIM_VEC_HYPERCALL, 2(%esp)
+        testb   $3, 8(%esp)
+        jz      from_ring0
+        pushl   %eax
+        pushl   %ebp
+        pushl   %edi
+        pushl   %esi
+        pushl   %edx
+        pushl   %ecx
+        pushl   %ebx
+        movl    %es, %eax
+        movl    %eax, 52(%esp)
+        movl    %ds, %eax
+        movl    %eax, 56(%esp)
+        movl    %fs, %eax
+        movl    %eax, 60(%esp)
+        movl    %gs, %eax
+        movl    %eax, 64(%esp)
+        movl    $SHIM_HYP_DS, %eax
+        movl    %eax, %ds
+        movl    %eax, %es
+        cld
+        movl    %esp, %ebx
+        andl    $~0xfff, %ebx           /* the mailbox: bottom of this page */
+        movl    $SHIM_REQ_HYPERCALL, 4(%ebx)
+        rdtsc
+        movl    %eax, 44(%ebx)          /* req_tsc_lo */
+        movl    %edx, 48(%ebx)          /* req_tsc_hi */
+        movl    0(%ebx), %esi
+        incl    %esi                    /* the request's sequence number */
+        movl    %esi, 0(%ebx)
+        lock; orl $0, (%esp)            /* order req_seq before host_polling */
+        xorl    %edi, %edi              /* edi: 1 = the doorbell was rung */
+        cmpl    $0, 16(%ebx)
+        jne     1f
+        call    fast_doorbell
+        movl    $1, %edi
+1:      movl    shim_fast + 12, %ecx    /* spin_loops */
+2:      cmpl    %esi, 8(%ebx)           /* resp_seq */
+        je      3f
+        pause
+        decl    %ecx
+        jnz     2b
+        testl   %edi, %edi              /* skipped the doorbell: ring it now */
+        jnz     4f
+        call    fast_doorbell
+4:      pushl   $1                      /* still unanswered */
+        jmp     hypercall_slow
+3:      cmpl    $0, 12(%ebx)            /* resp_action */
+        jne     5f
+        movl    36(%esp), %eax          /* CS: ring 1 or 3 */
+        testl   $3, %eax
+        jz      5f
+        movl    48(%esp), %edx          /* SS RPL must match */
+        xorl    %eax, %edx
+        testl   $3, %edx
+        jnz     5f
+        movl    40(%esp), %eax          /* EFLAGS: IOPL 0, no VM/NT; IF set */
+        andl    $~0x00025000, %eax
+        orl     $0x202, %eax
+        movl    %eax, 40(%esp)
+        jmp     exit_fault_start
+5:      pushl   $0                      /* answered, with work for C */
+hypercall_slow:
+        leal    4(%esp), %ebx           /* the frame */
+        popl    %edi
+        movl    %ebx, %eax
+        subl    $SHIM_ESTACK_BASE, %eax
+        shrl    $13, %eax
+        shll    $4, %eax
+        addl    $shim_pcpu, %eax
+        movl    8(%eax), %ecx
+        movl    %ecx, %cr3              /* shim address space */
+        movl    0(%eax), %esp           /* private stack */
+        xorl    %eax, %eax
+        movl    %eax, %fs
+        movl    %eax, %gs
+        pushl   %edi
+        pushl   %ebx
+        call    shim_hypercall_slow     /* does not return */
+        ud2
+
+/* Ring the doorbell from either address space (clobbers eax, edx). */
+fast_doorbell:
+        movl    shim_fast + 0, %eax
+        cmpl    $SHIM_DOORBELL_IVSHMEM, %eax
+        jne     1f
+        movl    shim_fast + 4, %eax
+        movl    %eax, SHIM_DOORBELL_VA + 12
+        ret
+1:      cmpl    $SHIM_DOORBELL_PORT, %eax
+        jne     2f
+        movl    shim_fast + 8, %edx
+        xorl    %eax, %eax
+        outb    %al, %dx
+2:      ret
+
 common_entry:
         testb   $3, 8(%esp)             /* CS of the interrupted context */
         jz      from_ring0

@@ -38,6 +38,11 @@ static struct xen_regs *estack_frame(struct shim_vcpu *v)
                                SHIM_ESTACK_FRAME_OFF);
 }
 
+static struct shim_mbox *mbox(struct shim_vcpu *v)
+{
+    return (struct shim_mbox *)v->mbox;
+}
+
 static volatile uint8_t *vcpu_info(struct shim_vcpu *v)
 {
     return (volatile uint8_t *)v->vcpu_info_pa;
@@ -60,36 +65,47 @@ void evtchn_set_pending(struct shim_vcpu *v, unsigned port)
 }
 
 /* ---- the mailbox ------------------------------------------------------- */
-static uint32_t post_and_wait(struct shim_vcpu *v, uint32_t kind)
+static uint32_t post(struct shim_vcpu *v, uint32_t kind, int *rang)
 {
-    uint32_t seq = v->req_seq + 1;
-    int rang = 0;
+    struct shim_mbox *m = mbox(v);
+    uint32_t seq = m->req_seq + 1;
+    uint64_t tsc = rdtsc();
 
-    v->now_ns = shim_now();
-    v->req_kind = kind;
+    m->req_tsc_lo = (uint32_t)tsc;
+    m->req_tsc_hi = (uint32_t)(tsc >> 32);
+    m->req_kind = kind;
     barrier();
-    v->req_seq = seq;
+    m->req_seq = seq;
     mb();
-    v->in_request = 1;
-    if (!v->host_polling) {
+    *rang = 0;
+    if (!m->host_polling) {
         doorbell_ring(v);
-        rang = 1;
+        *rang = 1;
     }
+    return seq;
+}
+
+/* Wait for Python's answer to request `seq`: spin, then sleep until kicked. */
+static uint32_t wait_answer(struct shim_vcpu *v, uint32_t seq, int rang)
+{
+    struct shim_mbox *m = mbox(v);
+
+    v->in_request = 1;
     for (uint32_t i = 0; i < shim_boot.spin_loops; i++) {
-        if (v->resp_seq == seq)
+        if (m->resp_seq == seq)
             goto done;
         cpu_relax();
     }
     if (!rang)
         doorbell_ring(v);       /* Python may have stopped polling meanwhile */
     for (;;) {
-        v->guest_waiting = 1;
+        m->guest_waiting = 1;
         mb();
-        if (v->resp_seq == seq)
+        if (m->resp_seq == seq)
             break;
         sti_hlt_cli();          /* Python kicks us when it answers */
     }
-    v->guest_waiting = 0;
+    m->guest_waiting = 0;
 done:
     barrier();
     v->in_request = 0;
@@ -97,7 +113,14 @@ done:
         v->deferred_timer = 0;
         timer_irq(v);
     }
-    return v->resp_action;
+    return m->resp_action;
+}
+
+static uint32_t post_and_wait(struct shim_vcpu *v, uint32_t kind)
+{
+    int rang;
+    uint32_t seq = post(v, kind, &rang);
+    return wait_answer(v, seq, rang);
 }
 
 static __attribute__((noreturn)) void halt_forever(void)
@@ -176,7 +199,7 @@ static int guest_put(struct shim_vcpu *v, uint32_t va, uint32_t val)
 static int bounce(struct shim_vcpu *v, uint32_t cs, uint32_t eip, uint32_t flags,
                   uint32_t errcode)
 {
-    struct xen_regs *r = &v->regs;
+    struct xen_regs *r = estack_frame(v);
     volatile uint8_t *vi = vcpu_info(v);
     uint32_t esp, ss;
 
@@ -232,11 +255,10 @@ static void bounce_or_crash(struct shim_vcpu *v, uint32_t cs, uint32_t eip,
     }
 }
 
-/* Python answered: apply its decision. */
-static void handle_request(struct shim_vcpu *v, uint32_t kind)
+/* Python answered `act` to a request of `kind`: apply its decision. */
+static void apply(struct shim_vcpu *v, uint32_t act, uint32_t kind)
 {
     for (;;) {
-        uint32_t act = post_and_wait(v, kind);
         if (act & SHIM_ACT_HALT)
             halt_forever();
         if (act & SHIM_ACT_GDT) {
@@ -255,6 +277,7 @@ static void handle_request(struct shim_vcpu *v, uint32_t kind)
         if (act & SHIM_ACT_RETRY) {
             timer_arm(v);
             sti_hlt_cli();                  /* any interrupt: ask again */
+            act = post_and_wait(v, kind);
             continue;
         }
         if (act & SHIM_ACT_BOUNCE) {
@@ -283,6 +306,11 @@ static void handle_request(struct shim_vcpu *v, uint32_t kind)
     }
 }
 
+static void handle_request(struct shim_vcpu *v, uint32_t kind)
+{
+    apply(v, post_and_wait(v, kind), kind);
+}
+
 /* Deliver pending events, check the frame the way Xen checks an iret
  * frame, stage it on the entry stack and return to the guest. */
 static __attribute__((noreturn)) void leave_to_guest(struct shim_vcpu *v)
@@ -292,7 +320,7 @@ static __attribute__((noreturn)) void leave_to_guest(struct shim_vcpu *v)
         v->stat_upcalls++;
         bounce_or_crash(v, v->event_cs, v->event_eip, SHIM_TBF_INTERRUPT, 0);
     }
-    struct xen_regs *r = &v->regs;
+    struct xen_regs *r = estack_frame(v);
     unsigned rpl = r->cs & 3;
     if (rpl == 0 || (r->ss & 3) != rpl) {
         handle_request(v, SHIM_REQ_BAD_FRAME);
@@ -301,9 +329,7 @@ static __attribute__((noreturn)) void leave_to_guest(struct shim_vcpu *v)
     r->eflags = (r->eflags & ~(EFLAGS_IOPL | EFLAGS_VM | EFLAGS_NT)) | EFLAGS_IF | 2;
     r->saved_upcall_mask = 0;
     r->_pad0 = 0;
-    struct xen_regs *f = estack_frame(v);
-    *f = *r;
-    shim_exit_to_guest(f, v->guest_cr3);
+    shim_exit_to_guest(r, v->guest_cr3);
 }
 
 /* ---- entries ----------------------------------------------------------- */
@@ -322,25 +348,42 @@ void shim_guest_entry(struct xen_regs *frame)
     unsigned vec = frame->entry_vector;
 
     v->stat_entries++;
-    v->regs = *frame;                       /* copy before trusting */
-    v->regs.saved_upcall_mask = 0;
-    v->regs._pad0 = 0;
-    if (vec == SHIM_VEC_HYPERCALL) {
-        handle_request(v, SHIM_REQ_HYPERCALL);
-    } else if (vec == SHIM_VEC_TIMER) {
+    frame->saved_upcall_mask = 0;           /* the CPU may leave junk here */
+    frame->_pad0 = 0;
+    if (vec == SHIM_VEC_TIMER) {
         lapic_eoi();
         timer_irq(v);
     } else if (vec == SHIM_VEC_KICK) {
         lapic_eoi();
         v->stat_kicks++;
     } else if (vec < 32) {
-        v->trap_vector = vec;
-        v->trap_errcode = frame->error_code;
-        v->trap_cr2 = vec == 14 ? read_cr2() : 0;
+        struct shim_mbox *m = mbox(v);
+        m->trap_vector = vec;
+        m->trap_errcode = frame->error_code;
+        m->trap_cr2 = vec == 14 ? read_cr2() : 0;
         handle_request(v, SHIM_REQ_TRAP);
     } else if (vec != SHIM_VEC_SPURIOUS) {
         lapic_eoi();
     }
+    leave_to_guest(v);
+}
+
+/* The hypercall fast path (entry.S) posted the request and either gave up
+ * spinning (unanswered) or got an answer that needs more than an iret. */
+void shim_hypercall_slow(struct xen_regs *frame, int unanswered)
+{
+    struct shim_vcpu *v = this_vcpu();
+    struct shim_mbox *m = mbox(v);
+    uint32_t act;
+
+    v->stat_entries++;
+    frame->saved_upcall_mask = 0;
+    frame->_pad0 = 0;
+    if (unanswered)
+        act = wait_answer(v, m->req_seq, 1);
+    else
+        act = m->resp_action;
+    apply(v, act, SHIM_REQ_HYPERCALL);
     leave_to_guest(v);
 }
 
@@ -368,9 +411,9 @@ void shim_ring0_entry(struct ring0_frame *f)
     if (v && vec < 32 && f->eip >= (uint32_t)exit_fault_start &&
         f->eip < (uint32_t)exit_fault_end) {
         /* The guest frame could not be loaded: a selector or the iret. */
-        v->fault_eip = f->eip;
-        v->fault_vector = vec;
-        v->trap_errcode = f->error_code;
+        mbox(v)->fault_eip = f->eip;
+        mbox(v)->fault_vector = vec;
+        mbox(v)->trap_errcode = f->error_code;
         handle_request(v, SHIM_REQ_EXIT_FAULT);
         leave_to_guest(v);
     }

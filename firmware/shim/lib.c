@@ -39,9 +39,10 @@ void panic(const char *msg, uint32_t a, uint32_t b)
     shim_boot.status = SHIM_STATUS_PANIC;
     struct shim_vcpu *v = this_vcpu();
     if (v) {
-        v->req_kind = SHIM_REQ_PANIC;
+        struct shim_mbox *m = (struct shim_mbox *)v->mbox;
+        m->req_kind = SHIM_REQ_PANIC;
         mb();
-        v->req_seq++;
+        m->req_seq++;
         mb();
         doorbell_ring(v);
     }

@@ -15,6 +15,7 @@ struct shim_boot shim_boot __attribute__((section(".data.boot")));
 
 /* Guest-visible, read-only in the guest's view of the hole. */
 struct shim_pcpu shim_pcpu[SHIM_MAX_VCPUS] __attribute__((section(".pub.data"), aligned(16)));
+struct shim_fast shim_fast __attribute__((section(".pub.data")));
 static uint64_t idt[256] __attribute__((section(".pub.data"), aligned(4096)));
 struct tss32 {
     uint32_t link, esp0, ss0, esp1, ss1, esp2, ss2, cr3, eip, eflags;
@@ -80,7 +81,9 @@ static void idt_init(void)
 {
     for (unsigned v = 0; v < 256; v++) {
         unsigned dpl = (v == 3 || v == 4) ? 3 : (v == SHIM_VEC_HYPERCALL) ? 1 : 0;
-        idt[v] = make_gate((uint32_t)entry_stubs + v * 16, SHIM_HYP_CS, dpl);
+        uint32_t target = v == SHIM_VEC_HYPERCALL ? (uint32_t)hypercall_entry
+                                                  : (uint32_t)entry_stubs + v * 16;
+        idt[v] = make_gate(target, SHIM_HYP_CS, dpl);
     }
 }
 
@@ -97,6 +100,10 @@ void shim_main(void)
         shim_pcpu[i].vcpu = shim_boot.vcpu[i];
         shim_pcpu[i].shim_cr3 = shim_boot.cr3;
     }
+    shim_fast.doorbell = shim_boot.doorbell;
+    shim_fast.doorbell_value = shim_boot.ivshmem_peer << 16;
+    shim_fast.doorbell_port = shim_boot.doorbell_port;
+    shim_fast.spin_loops = shim_boot.spin_loops ? shim_boot.spin_loops : 1;
     idt_init();
     gdt_init(0);
     lapic_init();

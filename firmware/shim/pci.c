@@ -78,8 +78,7 @@ void doorbell_ring(struct shim_vcpu *v)
     switch (shim_boot.doorbell) {
     case SHIM_DOORBELL_IVSHMEM:
         if (shim_boot.ivshmem_bdf != 0xffffffffu)
-            mmio_write32(shim_boot.ivshmem_bar0 + IVSHMEM_DOORBELL,
-                         shim_boot.ivshmem_peer << 16);
+            mmio_write32(SHIM_DOORBELL_VA + IVSHMEM_DOORBELL, shim_boot.ivshmem_peer << 16);
         break;
     case SHIM_DOORBELL_PORT:
         outb((uint16_t)shim_boot.doorbell_port, (uint8_t)v->vcpu_id);

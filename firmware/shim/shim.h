@@ -76,7 +76,7 @@ void shim_enter_guest_first(struct shim_vcpu *v);
 void evtchn_set_pending(struct shim_vcpu *v, unsigned port);
 
 /* entry.S */
-extern char entry_stubs[];
+extern char entry_stubs[], hypercall_entry[];
 extern char exit_fault_start[], exit_fault_end[];
 __attribute__((noreturn)) void shim_exit_to_guest(struct xen_regs *frame, uint32_t cr3);
 

@@ -20,6 +20,7 @@
 #define SHIM_PUB_BASE           0xFF000000u     /* .entry text, then .pub data */
 #define SHIM_ESTACK_BASE        0xFF040000u     /* vCPU n: one page at +n*8K   */
 #define SHIM_ESTACK_STRIDE      0x2000u
+#define SHIM_DOORBELL_VA        0xFF0F0000u     /* ivshmem BAR0 (doorbell)     */
 #define SHIM_GDT_BASE           0xFF100000u     /* vCPU n: 16 pages at +n*64K  */
 #define SHIM_GDT_STRIDE         0x10000u
 #define SHIM_LDT_BASE           0xFF300000u     /* vCPU n: 16 pages at +n*64K  */
@@ -35,9 +36,12 @@
 #define SHIM_LDT_SEL            0xe048          /* entry 7168+9              */
 #define SHIM_GDT_LIMIT          (15 * 4096 - 1)
 
-/* The entry stack page: the CPU frame sits at the top; the four data
- * segment selectors are stored above it so the whole frame has Xen's
- * cpu_user_regs (x86_32) layout.                                           */
+/* The entry stack page: the mailbox (struct shim_mbox) at the bottom, the
+ * CPU frame at the top; the four data segment selectors are stored above
+ * it so the whole frame has Xen's cpu_user_regs (x86_32) layout.  This
+ * page is guest-writable: while the vCPU is inside the shim the guest
+ * cannot run, and everything read from it is checked before use.         */
+#define SHIM_ESTACK_MBOX_OFF    0
 #define SHIM_ESTACK_FRAME_OFF   (4096 - 68)     /* struct xen_regs           */
 
 /* Interrupt vectors the shim owns (all gates are DPL 0 except 3, 4: DPL 3
@@ -86,6 +90,7 @@
 #define SHIM_ACT_HALT           (1u << 7)   /* stop this vCPU for good       */
 #define SHIM_ACT_FPU            (1u << 8)   /* CR0.TS := fpu_ts              */
 #define SHIM_ACT_FAILSAFE       (1u << 9)   /* bounce to the failsafe cb     */
+#define SHIM_ACT_EVENTS         (1u << 10)  /* an upcall is due: take the slow exit */
 
 /* bounce flags (as Xen's TBF_*) */
 #define SHIM_TBF_ERRCODE        1u
@@ -116,9 +121,8 @@ struct shim_trap {
     uint32_t eip;
 };
 
-/* One page per vCPU, private to the shim (identity mapped). */
-struct shim_vcpu {
-    /* ---- mailbox ---- */
+/* The mailbox, at the bottom of the vCPU's entry-stack page. */
+struct shim_mbox {
     volatile uint32_t req_seq;      /* shim: bump after filling the request  */
     volatile uint32_t req_kind;     /* SHIM_REQ_*                            */
     volatile uint32_t resp_seq;     /* Python: = req_seq when answered       */
@@ -130,8 +134,13 @@ struct shim_vcpu {
     uint32_t trap_cr2;              /*                CR2 for #PF            */
     uint32_t fault_eip;             /* EXIT_FAULT: where, which vector       */
     uint32_t fault_vector;
+    uint32_t req_tsc_lo, req_tsc_hi;/* TSC when the request was posted       */
+};
+
+/* One page per vCPU, private to the shim (identity mapped). */
+struct shim_vcpu {
     uint32_t vcpu_id;
-    struct xen_regs regs;           /* the guest frame, read and written by Python */
+    uint32_t mbox;                  /* address of this vCPU's struct shim_mbox */
     /* ---- state Python decides, the shim applies ---- */
     uint32_t guest_cr3;             /* real CR3 for the guest (PAE: shadow L3) */
     uint32_t gdt_limit;
@@ -150,8 +159,6 @@ struct shim_vcpu {
     uint64_t periodic_ns;           /* periodic VIRQ_TIMER, 0 = off          */
     uint64_t periodic_next;
     /* ---- written by the shim ---- */
-    uint64_t now_ns;                /* system time at the last request       */
-    uint64_t tsc_at_now;
     uint32_t stat_entries, stat_doorbells, stat_upcalls, stat_timer_irqs;
     uint32_t stat_kicks, stat_blocks;
     volatile uint32_t in_request;   /* a timer IRQ now is deferred            */
@@ -186,6 +193,10 @@ struct shim_boot {
     uint32_t ivshmem_bdf;           /* 0xffffffff = none found               */
     uint64_t boot_tsc;
     uint64_t boot_ns;
+    volatile uint32_t time_version; /* odd while the anchor below changes    */
+    uint32_t _pad;
+    uint64_t anchor_tsc;            /* system time = anchor_ns +             */
+    uint64_t anchor_ns;             /*   scale(tsc - anchor_tsc)             */
     char     panic[160];
 };
 
@@ -195,6 +206,14 @@ struct shim_pcpu {
     uint32_t vcpu;                  /* struct shim_vcpu                      */
     uint32_t shim_cr3;
     uint32_t _pad;
+};
+
+/* Read-only configuration of the hypercall fast path. */
+struct shim_fast {
+    uint32_t doorbell;              /* SHIM_DOORBELL_*                       */
+    uint32_t doorbell_value;        /* ivshmem: (peer << 16) | vector        */
+    uint32_t doorbell_port;
+    uint32_t spin_loops;
 };
 
 #endif /* __ASSEMBLER__ */

@@ -54,6 +54,19 @@ static uint64_t anchor_tsc, anchor_ns, next_refresh_ns, refresh_step_ns;
 static uint32_t scale_mul;
 static int32_t scale_shift;
 
+/* Publish the anchor for Python (a seqlock: odd while changing). */
+static void publish_anchor(void)
+{
+    shim_boot.time_version++;
+    barrier();
+    shim_boot.anchor_tsc = anchor_tsc;
+    shim_boot.anchor_ns = anchor_ns;
+    shim_boot.tsc_mul = scale_mul;
+    shim_boot.tsc_shift = scale_shift;
+    barrier();
+    shim_boot.time_version++;
+}
+
 static void set_time_scale(uint64_t ticks_per_sec)
 {
     int32_t shift = 0;
@@ -135,8 +148,7 @@ void time_init(void)
     anchor_ns = h1;
     shim_boot.boot_tsc = t1;
     shim_boot.boot_ns = h1;
-    shim_boot.tsc_mul = scale_mul;
-    shim_boot.tsc_shift = scale_shift;
+    publish_anchor();
     refresh_step_ns = 10000000ull;                  /* 10 ms, then x10 */
     next_refresh_ns = h1 + refresh_step_ns;
 }
@@ -156,16 +168,13 @@ static void time_refresh(void)
     if (refresh_step_ns < 1000000000ull)
         refresh_step_ns *= 10;
     next_refresh_ns = anchor_ns + refresh_step_ns;
-    shim_boot.tsc_mul = scale_mul;
-    shim_boot.tsc_shift = scale_shift;
+    publish_anchor();
 }
 
 /* Publish the current anchor in the guest's vcpu_info.time (Xen's version
  * protocol: odd while an update is in progress). */
 void time_update_vcpu(struct shim_vcpu *v)
 {
-    v->now_ns = shim_now();
-    v->tsc_at_now = rdtsc();
     if (!v->vcpu_info_pa)
         return;
     volatile uint8_t *ti = (volatile uint8_t *)(v->vcpu_info_pa + 32);

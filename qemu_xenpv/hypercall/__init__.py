@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
+import struct
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional
 
 from .. import abi
 from ..abi import ENOSYS, EFAULT
+from ..shim import REGS as REGS_OFF
 
 log = logging.getLogger("qemu_xenpv.hypercall")
 
@@ -57,21 +59,44 @@ def hypercall(name: str, nargs: int, subops: Optional[Dict[int, str]] = None,
     return deco
 
 
+_ARGS = struct.Struct("<7I")         # ebx ecx edx esi edi ebp eax: regs offsets 0..24
+
+
 class Call:
-    """One hypercall in flight: the guest frame, the arguments, the actions
-    the shim must apply on the way out."""
+    """One hypercall in flight: the arguments, the guest frame (read from
+    the mailbox only if a handler asks for it), the actions the shim must
+    apply on the way out."""
 
-    __slots__ = ("vcpu", "dom", "regs", "args", "action", "nr", "no_retval", "trace_extra")
+    __slots__ = ("vcpu", "dom", "_regs", "args", "action", "nr", "no_retval", "trace_extra")
 
-    def __init__(self, vcpu, regs: dict):
+    def __init__(self, vcpu, regs: Optional[dict] = None, args: Optional[tuple] = None):
         self.vcpu = vcpu
         self.dom = vcpu.dom
-        self.regs = regs
-        self.nr = regs["eax"]
-        self.args = (regs["ebx"], regs["ecx"], regs["edx"], regs["esi"], regs["edi"], regs["ebp"])
+        self._regs = regs
+        if args is None:
+            args = (regs["ebx"], regs["ecx"], regs["edx"], regs["esi"], regs["edi"],
+                    regs["ebp"], regs["eax"])
+        self.args = args[:6]
+        self.nr = args[6]
         self.action = 0
         self.no_retval = False
         self.trace_extra = None
+
+    @classmethod
+    def from_mailbox(cls, vcpu) -> "Call":
+        mb = vcpu.mbox
+        return cls(vcpu, None, _ARGS.unpack_from(mb.ram.mm, mb.base + REGS_OFF))
+
+    @property
+    def regs(self) -> dict:
+        """The full guest frame; a handler that changes it gets it written back."""
+        if self._regs is None:
+            self._regs = self.vcpu.mbox.read_regs()
+        return self._regs
+
+    @property
+    def regs_loaded(self) -> bool:
+        return self._regs is not None
 
     # ---- guest memory (copy_from_guest / copy_to_guest) ----
     def read(self, va: int, n: int) -> bytes:

@@ -34,7 +34,7 @@ def set_timer_op(call, lo, hi):
         set_singleshot(call, 0)
     elif timeout >> 63 or timeout >> 50:
         # Xen: wrapped or absurd timeouts fire in 100 ms instead
-        set_singleshot(call, call.vcpu.mbox.get64("now_ns") + 100_000_000)
+        set_singleshot(call, call.vcpu.now() + 100_000_000)
     else:
         set_singleshot(call, timeout)
     return 0

@@ -14,9 +14,7 @@ def multicall(call, call_list, nr_calls):
         va = call_list + i * abi.multicall_entry.size
         ent = call.read_struct(abi.multicall_entry, va)
         op = ent["op"]
-        sub = Call(call.vcpu, dict(call.regs, eax=op, ebx=ent["args"][0], ecx=ent["args"][1],
-                                   edx=ent["args"][2], esi=ent["args"][3], edi=ent["args"][4],
-                                   ebp=ent["args"][5]))
+        sub = Call(call.vcpu, None, tuple(ent["args"]) + (op,))
         fam = TABLE.get(op)
         if op == abi.HYPERCALL_NR["multicall"]:
             res = -EINVAL

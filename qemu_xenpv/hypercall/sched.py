@@ -43,7 +43,7 @@ def do_poll(call, arg) -> int:
         if ev.is_pending(port):
             call.vcpu.poll_ports = None
             return 0
-    now = call.vcpu.mbox.get64("now_ns")
+    now = call.vcpu.now()
     if p["timeout"] and p["timeout"] <= now:
         call.vcpu.poll_ports = None
         return 0

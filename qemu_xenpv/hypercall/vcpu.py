@@ -37,7 +37,7 @@ def vcpu_op(call, cmd, vcpuid, arg):
         return 0
     if cmd == 8:                            # set_singleshot_timer
         t = call.read_struct(abi.vcpu_set_singleshot_timer, arg)
-        if t["flags"] & VCPU_SSHOTTMR_future and t["timeout_abs_ns"] < v.mbox.get64("now_ns"):
+        if t["flags"] & VCPU_SSHOTTMR_future and t["timeout_abs_ns"] < v.now():
             return -ETIME
         v.mbox.set64("timer_deadline", t["timeout_abs_ns"])
         call.action |= K.ACT_TIMER
