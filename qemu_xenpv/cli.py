@@ -38,13 +38,16 @@ class Client:
             raise XenPVError("no qemu-xenpv domains are running (no daemon)")
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.connect(str(path))
-        self.rfile = self.sock.makefile("rb")
+        self.buf = b""          # bytes received after the last reply line
 
     def request(self, req: dict) -> dict:
         self.sock.sendall((json.dumps(req) + "\n").encode())
-        line = self.rfile.readline()
-        if not line:
-            raise XenPVError("the qemu-xenpv daemon closed the connection")
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise XenPVError("the qemu-xenpv daemon closed the connection")
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\n")
         resp = json.loads(line)
         if not resp.get("ok"):
             raise XenPVError(resp.get("error", "request failed"))
@@ -63,11 +66,13 @@ class Client:
             import tty
             tty_state = termios.tcgetattr(fd_in)
             tty.setraw(fd_in)
-        buf = b""
+        buf, self.buf = self.buf, b""
         try:
+            first = True
             while True:
                 fds = [self.sock] + ([fd_in] if fd_in is not None else [])
-                ready, _, _ = select.select(fds, [], [])
+                ready, _, _ = select.select(fds, [], [], 0 if first and buf else None)
+                first = False
                 if fd_in is not None and fd_in in ready:
                     data = os.read(fd_in, 1024)
                     if not data:
@@ -84,6 +89,7 @@ class Client:
                     if not chunk:
                         return 1
                     buf += chunk
+                if buf:
                     while len(buf) >= FRAME.size:
                         kind, n = FRAME.unpack(buf[:FRAME.size])
                         if len(buf) < FRAME.size + n:

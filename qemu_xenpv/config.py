@@ -1,7 +1,8 @@
 """Domain configuration files in the xm/xl tradition.
 
 A config file is Python (as xm's were: `vmid` arithmetic in xmexample2
-works); `var=value` words on the command line are set before it runs.
+works); `var=value` words on the command line are set before it runs (so
+the file's code can use them) and win over the file's own assignments.
 Every assigned name is then checked: a variable we implement is used, a
 known xl variable we do not implement gives a warning, anything else is an
 error (a typo must never be silently ignored) unless the file's own code
@@ -153,6 +154,7 @@ def parse_config(src: str, path: str = "<config>", overrides: Optional[Dict[str,
         where = f"{path}:{line}" if line else path
         raise ConfigError(f"{where}: {type(e).__name__}: {e}") from None
     ns.pop("__builtins__", None)
+    ns.update(overrides)            # as xl: a var=value word overrides the file
     used_by_code = _reads(tree)
     values = {k: v for k, v in ns.items() if not k.startswith("_") and
               not callable(v) and type(v).__name__ != "module"}

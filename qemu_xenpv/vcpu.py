@@ -12,7 +12,10 @@ from typing import Dict, Optional, Tuple
 
 from . import abi
 from .abi import EINVAL, ENOENT
-from .hypercall import Call, DomainCrash, dispatch
+from .hypercall import Call, DomainCrash, dispatch, _load_families
+from . import crashdump  # noqa: F401  (no imports on a vCPU's first request)
+
+_load_families()
 from .mm import PGT_l2, PGT_l3, PGT_seg_desc
 from .shim import K, Mailbox, M, R
 from . import traps

@@ -77,6 +77,11 @@ int main(void)
     uint32_t med = (uint32_t)(((uint64_t)samples[n / 2] * rate) >> 20);
     uint32_t p99 = (uint32_t)(((uint64_t)samples[(n * 99) / 100] * rate) >> 20);
     uint32_t avg = (uint32_t)((ns1 - ns0) / n);
+    uint32_t p90 = (uint32_t)(((uint64_t)samples[(n * 90) / 100] * rate) >> 20);
+    uint32_t p95 = (uint32_t)(((uint64_t)samples[(n * 95) / 100] * rate) >> 20);
+    uint32_t p999 = (uint32_t)(((uint64_t)samples[(n * 999) / 1000] * rate) >> 20);
+    uint32_t max = (uint32_t)(((uint64_t)samples[n - 1] * rate) >> 20);
+    printk("bench: tail p90_ns=%u p95_ns=%u p999_ns=%u max_ns=%u\n", p90, p95, p999, max);
     printk("bench: null-hypercall n=%u median_ns=%u p99_ns=%u mean_ns=%u\n", n, med, p99, avg);
     return 0;
 }
