@@ -126,7 +126,7 @@ def xen_pfn_to_cr3(pfn: int) -> int:
 
 
 def xen_cr3_to_pfn(cr3: int) -> int:
-    return ((cr3 >> 12) | (cr3 << 20)) & 0xFFFFF
+    return ((cr3 >> 12) | (cr3 << 20)) & 0xFFFFFFFF
 
 
 # ---- structures ---------------------------------------------------------

@@ -136,7 +136,8 @@ def load_kernel(path) -> KernelImage:
                         if name == b"Xen":
                             raw_notes.setdefault(ntype, desc)
                             seen_notes = True
-            legacy = elf.get_section_by_name("__xen_guest")
+            legacy_sec = elf.get_section_by_name("__xen_guest")
+            legacy = legacy_sec.data() if legacy_sec is not None else None
             segments = [(s["p_paddr"], s.data(), s["p_memsz"]) for s in elf.iter_segments()
                         if s["p_type"] == "PT_LOAD" and s["p_memsz"]]
             e_entry = elf["e_entry"]
@@ -170,7 +171,7 @@ def load_kernel(path) -> KernelImage:
         if "FEATURES" in n:
             img.features_supported, img.features_required = parse_features(n["FEATURES"])
     elif legacy is not None:
-        text = legacy.data().split(b"\0", 1)[0].decode("latin-1")
+        text = legacy.split(b"\0", 1)[0].decode("latin-1")
         kv = {}
         for item in text.split(","):
             k, _, v = item.partition("=")

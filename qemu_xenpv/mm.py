@@ -132,14 +132,17 @@ class MMU:
                 return -EINVAL
             ft.type_count[mfn] += 1
             return 0
+        # Take the type (count 1) before validating, as Xen does: an entry of
+        # this very table that maps it with another type must then fail.
         ft.type[mfn] = ptype
         ft.flags[mfn] = (ft.flags[mfn] & ~F_PAE_XEN_L2) | flag
+        ft.type_count[mfn] = 1
         rc = self._validate(mfn, ptype)
         if rc:
+            ft.type_count[mfn] = 0
             ft.type[mfn] = PGT_none
             ft.flags[mfn] &= ~F_PAE_XEN_L2
             return rc
-        ft.type_count[mfn] = 1
         return 0
 
     def put_page_type(self, mfn: int) -> None:

@@ -16,7 +16,6 @@
 /* ---- the last 8 KiB of the ROM: 16-bit reset code and the ROM GDT ---- */
         .section .rom32, "ax"
         .code16
-        .balign 16
 rom_gdt:
         .quad 0
         .quad 0
@@ -31,7 +30,7 @@ rm_entry:
         cli
         cld
         /* CS base is 0xFFFF0000 after reset: address the ROM GDT through it */
-        lgdtl   %cs:(rom_gdt_desc - 0xffff0000)
+        lgdtl   %cs:(0xe000 + rom_gdt_desc - rom_gdt)   /* .rom32 is at 0xFFFFE000 */
         movl    %cr0, %eax
         orl     $1, %eax
         movl    %eax, %cr0
@@ -132,7 +131,7 @@ enter_realmode:
         shrl    $16, %eax
         movw    %ax, rm_target + 2              /* CS */
         lidt    rm_idt_desc
-        ljmpl   $SEL_CODE16, $(tramp16 - HVM_LOADER_BASE)
+        ljmpl   $SEL_CODE16, $(tramp16 - start32)     /* start32 is at HVM_LOADER_BASE */
 
         .code16
 tramp16:
@@ -145,7 +144,7 @@ tramp16:
         movl    %cr0, %eax
         andl    $~0x80000001, %eax
         movl    %eax, %cr0
-        ljmp    $(HVM_LOADER_BASE >> 4), $(rm16 - HVM_LOADER_BASE)
+        ljmp    $(HVM_LOADER_BASE >> 4), $(rm16 - start32)
 rm16:
         xorw    %ax, %ax
         movw    %ax, %ds
@@ -161,7 +160,9 @@ rm16:
         xorl    %ebp, %ebp
         movl    $0x80, %edx
         xorl    %eax, %eax
-        ljmp    *%cs:(rm_target - HVM_LOADER_BASE)
+        ljmp    *%cs:(rm_target - start32)
+rm_target:
+        .word 0, 0
 
         .code32
         .section .data
@@ -184,8 +185,6 @@ gdt_desc:
 rm_idt_desc:
         .word 0x3ff
         .long 0
-rm_target:
-        .word 0, 0
 
         .section .rodata
         .balign 16

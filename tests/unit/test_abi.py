@@ -316,9 +316,6 @@ def test_xen_cr3_to_pfn_below_4g(pfn):
     assert abi.xen_cr3_to_pfn(abi.xen_pfn_to_cr3(pfn)) == pfn
 
 
-@pytest.mark.xfail(reason="BUG: abi.xen_cr3_to_pfn masks its result to 20 bits, so a PAE "
-                          "PDPT above 4 GiB (pfn >= 0x100000) does not round-trip "
-                          "(Xen's macro is (cr3 >> 12) | (cr3 << 20) in 32 bits)", strict=True)
 @pytest.mark.parametrize("pfn", [0x100000, 0x123456])
 def test_xen_cr3_to_pfn_above_4g(pfn):
     assert abi.xen_cr3_to_pfn(abi.xen_pfn_to_cr3(pfn)) == pfn

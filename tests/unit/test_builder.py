@@ -393,3 +393,34 @@ def test_long_cmdline_truncated_and_terminated(kernel, shim_image):
         assert si["cmd_line"] == b"x" * 1023 + b"\0"
     finally:
         ram.close()
+
+
+@pytest.mark.parametrize("pae", ["extended-cr3", "no"])
+@pytest.mark.parametrize("kend", [0x2F0000, 0x370000, 0x3FF000, 0x7C0000, 0xBFF000])
+def test_layout_grows_past_4mib(kernel, shim_image, pae, kend):
+    """A bigger kernel (larger bss): the mapping grows to the next 4 MiB
+    boundary that still leaves 512 KiB, with enough L1s to map itself."""
+    k = dataclasses.replace(kernel, kend=kend, pae=pae)
+    ram, built = _build(k, shim_image, memory_mb=64)
+    try:
+        d = Built(ram, built, k, "")
+        assert [s.name for s in built.segments] == ORDER
+        stack_end = d.seg["boot stack"].vend
+        end = built.virt_pgtab_end
+        assert end % (4 * MB) == 0
+        assert end - stack_end >= 512 * 1024 and end - 4 * MB <= stack_end + 512 * 1024
+        si = d.start_info()
+        if k.is_pae:
+            n_l1 = ((end - 1) >> 21) - (k.virt_base >> 21) + 1
+            assert si["nr_pt_frames"] == 1 + 4 + n_l1
+        else:
+            n_l1 = ((end - 1) >> 22) - (k.virt_base >> 22) + 1
+            assert si["nr_pt_frames"] == 1 + n_l1
+        pt = d.seg["page tables"]
+        assert si["nr_pt_frames"] == pt.pages
+        for va in range(k.virt_base, end, PAGE):
+            e, _ = d.l1e(va)
+            assert e & PTE_P and (e & 0xFFFFFFFFF000) >> 12 == built.p2m[(va - k.virt_base) >> 12]
+            assert bool(e & PTE_RW) == (not pt.vstart <= va < pt.vend), hex(va)
+    finally:
+        ram.close()

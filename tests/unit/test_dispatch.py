@@ -11,7 +11,7 @@ import pytest
 
 from qemu_xenpv import abi
 from qemu_xenpv.abi import EFAULT, EINVAL, ENOSYS
-from qemu_xenpv.config import DomainConfig
+from qemu_xenpv.builder import SUPPORTED_FEATURES
 from qemu_xenpv.domain import Domain
 from qemu_xenpv.hypercall import (TABLE, Call, DomainCrash, Family, GuestFault, Tracer,
                                   _load_families, dispatch)
@@ -41,26 +41,39 @@ class FakeHV:
         return None
 
 
-def make_domain(hv, domid=3, name="unit", trace_path=None):
-    """A real Domain (nothing started), with a flat fake guest memory."""
-    dom = Domain(hv, domid, DomainConfig(name=name, kernel="/k"), accel="tcg",
-                 trace_path=trace_path)
-    mem = bytearray(MEM_SIZE)
-    dom.fake_mem = mem
+class FakeDomain:
+    """What dispatch(), Call, the Tracer and the simple families touch of a
+    domain, with a flat fake guest memory at MEM_BASE.  Logging is the real
+    Domain's code."""
 
-    def copy_from_guest(vcpu, va, n):
+    log_once = Domain.log_once
+    guest_console_write = Domain.guest_console_write
+
+    def __init__(self, hv, domid, name, trace_path=None):
+        self.hv, self.domid, self.name = hv, domid, name
+        self.tracer = Tracer(trace_path) if trace_path else None
+        self._logged_once = set()
+        self.vm_assist = 0
+        self.features = SUPPORTED_FEATURES
+        self.mode = SimpleNamespace(pae=True, hole_start=abi.HYPERVISOR_VIRT_START_PAE)
+        self.pae = True
+        self.fake_mem = bytearray(MEM_SIZE)
+        self.vcpus = []
+
+    def copy_from_guest(self, vcpu, va, n):
         if va < MEM_BASE or va + n > MEM_BASE + MEM_SIZE:
             return None
-        return bytes(mem[va - MEM_BASE:va - MEM_BASE + n])
+        return bytes(self.fake_mem[va - MEM_BASE:va - MEM_BASE + n])
 
-    def copy_to_guest(vcpu, va, data):
+    def copy_to_guest(self, vcpu, va, data):
         if va < MEM_BASE or va + len(data) > MEM_BASE + MEM_SIZE:
             return False
-        mem[va - MEM_BASE:va - MEM_BASE + len(data)] = data
+        self.fake_mem[va - MEM_BASE:va - MEM_BASE + len(data)] = data
         return True
-    dom.copy_from_guest = copy_from_guest
-    dom.copy_to_guest = copy_to_guest
-    dom.mode = SimpleNamespace(pae=True, hole_start=abi.HYPERVISOR_VIRT_START_PAE)
+
+
+def make_domain(hv, domid=3, name="unit", trace_path=None):
+    dom = FakeDomain(hv, domid, name, trace_path)
     vcpu = SimpleNamespace(dom=dom, vid=0)
     dom.vcpus = [vcpu]
     return dom, vcpu

@@ -166,13 +166,6 @@ hypercall_page:
 """
 
 
-LEGACY_BUG = pytest.mark.xfail(
-    reason="BUG: load_kernel reads the __xen_guest section (legacy.data()) after the ELF "
-           "file is closed: ValueError 'seek of closed file' instead of parsing it",
-    raises=ValueError, strict=True)
-
-
-@LEGACY_BUG
 def test_legacy_xen_guest_section(assemble):
     """A 2.6-era kernel: `__xen_guest` with VIRT_BASE, ELF_PADDR_OFFSET 0 and
     a HYPERCALL_PAGE *page number* relative to VIRT_BASE."""
@@ -212,7 +205,6 @@ SECTIONS {
     assert img.features_supported & (1 << abi.XENFEAT_writable_page_tables)
 
 
-@LEGACY_BUG
 def test_legacy_pae_yes_and_paddr_default(assemble):
     """PAE=yes (not extended-cr3); no ELF_PADDR_OFFSET: paddr_offset = virt_base,
     i.e. the ELF's physical addresses are virtual ones (libelf's legacy rule)."""
@@ -236,7 +228,6 @@ SECTIONS {
     assert img.hypercall_page == 0xC0101000
 
 
-@LEGACY_BUG
 def test_legacy_without_pae(assemble):
     src = r"""
     .section __xen_guest

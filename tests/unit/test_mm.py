@@ -149,12 +149,9 @@ def test_l1_writable_mapping_of_another_page_table_refused(m):
     assert not m.ft.flags[b] & F_PINNED
 
 
-@pytest.mark.xfail(reason="BUG: an L1 that maps itself writable validates: the nested "
-                          "get_page_type(self, writable) sees type_count 0 while the frame "
-                          "is being validated as L1, so the pin succeeds and the frame ends "
-                          "up typed writable (the guest can then write its own page table)",
-                   strict=True)
 def test_l1_writable_self_mapping_refused(m):
+    """Xen takes the type before validating: an L1 mapping itself writable
+    must not validate (else the guest could write its own page table)."""
     mmu = m.mmu
     l1 = 100
     m.put(l1, 5, (l1 << 12) | RWP)
@@ -163,8 +160,6 @@ def test_l1_writable_self_mapping_refused(m):
     assert m.counts(l1) == (PGT_none, 0, 0)
 
 
-@pytest.mark.xfail(reason="BUG: an L2 whose L1 maps the L2 itself writable validates "
-                          "(same nested-validation hole as the L1 self-mapping)", strict=True)
 def test_l1_writable_mapping_of_its_own_l2_refused(m):
     mmu = m.mmu
     l2, l1 = 100, 101
@@ -292,6 +287,20 @@ def test_pin_unpin_pae_tree(pae):
     assert all(pae.ft.type[f] == PGT_none for f in frames)
     assert not pae.ft.flags[100] & F_PINNED and not pae.ft.flags[102] & F_PAE_XEN_L2
     assert mmu.unpin(100) == -EINVAL
+
+
+def test_pae_xen_l2_cannot_be_shared(pae):
+    """An L2 under L3[3] (holding Xen's slots) cannot also be an ordinary L2,
+    and vice versa (Xen's PGT_pae_xen_l2)."""
+    _pae_tree(pae)                                # L3 100: [0] -> 101, [3] -> 102 (Xen's)
+    assert pae.mmu.pin(100, PGT_l3) == 0
+    pae.put(200, 0, (102 << 12) | PTE_P)          # Xen's L2 as an ordinary one
+    pae.put(200, 3, (104 << 12) | PTE_P)
+    assert pae.mmu.pin(200, PGT_l3) == -EINVAL
+    pae.put(201, 3, (101 << 12) | PTE_P)          # an ordinary L2 under slot 3
+    assert pae.mmu.pin(201, PGT_l3) == -EINVAL
+    assert pae.all_clear([200, 201, 104])
+    assert pae.counts(101) == (PGT_l2, 1, 1) and pae.counts(102) == (PGT_l2, 1, 1)
 
 
 def test_pae_l3_needs_slot_3(pae):

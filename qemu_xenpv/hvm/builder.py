@@ -1,0 +1,171 @@
+"""The HVM domain builder (xc_vmx_build's job in seed 002), in named
+phases: the vCPU block, the guest image and its boot data, the boot info
+for hvmloader.  Everything is written straight into the domain's RAM file
+before QEMU starts; hvmloader does the rest inside the guest."""
+
+from __future__ import annotations
+
+import logging
+import struct
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+from ..errors import ImageError
+from . import layout
+from .layout import E820Entry
+
+log = logging.getLogger("qemu_xenpv.hvm.builder")
+
+XEN_HVM_START_MAGIC = 0x336EC578
+
+# what the guest image may not overlap while hvmloader runs
+BUSY = [
+    (layout.LOADER_BASE, layout.LOADER_LIMIT, "hvmloader (0x10000-0x7ffff)"),
+    (layout.BOOT_DATA, layout.CMDLINE + layout.CMDLINE_MAX, "the boot data (0x90000-0x91fff)"),
+    (layout.RESERVED_START, layout.KERNEL_BASE, "the reserved area (0x9f800-0xfffff)"),
+]
+
+
+@dataclass
+class HVMBuild:
+    kind: int
+    entry: int
+    boot_data: int
+    e820: List[E820Entry]
+    vcpu_magic: int
+    vcpu_count: int
+    notes: List[str] = field(default_factory=list)
+
+
+def _place(lo: int, hi: int, what: str, mem: int) -> None:
+    if hi > mem:
+        raise ImageError(f"{what} ({lo:#x}-{hi - 1:#x}) does not fit in {mem >> 20} MiB of RAM: "
+                         "raise memory")
+    for a, b, name in BUSY:
+        if layout.overlaps((lo, hi), (a, b)):
+            raise ImageError(f"{what} ({lo:#x}-{hi - 1:#x}) overlaps {name}")
+
+
+def _cmdline(cmdline: str, limit: int) -> bytes:
+    raw = cmdline.encode() + b"\0"
+    if len(raw) > min(limit, layout.CMDLINE_MAX):
+        raise ImageError(f"the command line is {len(raw) - 1} bytes: at most "
+                         f"{min(limit, layout.CMDLINE_MAX) - 1} fit")
+    return raw
+
+
+def _ramdisk_addr(size: int, top: int, floor: int) -> int:
+    addr = (top - size) & ~0xFFF
+    if addr < floor:
+        raise ImageError(f"the ramdisk ({size >> 10} KiB) does not fit between the kernel and "
+                         f"{top:#x}: raise memory")
+    return addr
+
+
+def build_hvm(cfg, ram) -> HVMBuild:
+    mem = ram.size
+    magic = layout.VCPU_MAGIC if cfg.vcpu_magic is None else cfg.vcpu_magic
+    count = cfg.vcpus if cfg.vcpu_count is None else cfg.vcpu_count
+    # phase "vcpu block": what xc_vmx_build.c set_nr_vcpus() wrote
+    ram.write(layout.VCPU_BLOCK, layout.vcpu_block(count, magic))
+    e820 = layout.build_e820(mem)
+    img = cfg.hvm_image
+    b = HVMBuild(kind=layout.BOOT_NONE, entry=0, boot_data=0, e820=e820,
+                 vcpu_magic=magic, vcpu_count=count)
+    # phase "guest image"
+    if img is None:
+        pass
+    elif img.kind == layout.BOOT_LINUX:
+        _load_linux(cfg, ram, img, b)
+    elif img.kind == layout.BOOT_PVH:
+        _load_pvh(cfg, ram, img, b)
+    elif img.kind == layout.BOOT_REALMODE:
+        _load_realmode(cfg, ram, img, b)
+    # phase "boot info": what hvmloader reads at 0x9F900
+    ram.write(layout.BOOT_INFO, layout.boot_info(b.kind, b.entry, b.boot_data, mem))
+    return b
+
+
+def _load_linux(cfg, ram, img, b: HVMBuild) -> None:
+    hdr = img.linux
+    mem = ram.size
+    load = layout.KERNEL_BASE
+    _, kdata, _ = img.segments[0]
+    # the decompressor works from max(load, pref_address) up to init_size
+    base = max(load, hdr.pref_address) if hdr.relocatable else load
+    extent = max(load + len(kdata), base + hdr.init_size)
+    if extent > mem:
+        raise ImageError(f"kernel '{img.path}' needs {(extent + (1 << 20) - 1) >> 20} MiB of RAM "
+                         f"to decompress; memory is {mem >> 20} MiB")
+    _place(load, load + len(kdata), "the kernel", mem)
+    ram.write(load, kdata)
+
+    cmd = _cmdline(cfg.cmdline, hdr.cmdline_size + 1 if hdr.cmdline_size else 256)
+    ram.write(layout.CMDLINE, cmd)
+
+    rd_addr = rd_size = 0
+    if cfg.ramdisk_bytes:
+        rd_size = len(cfg.ramdisk_bytes)
+        top = min(mem, (hdr.initrd_addr_max or 0x37FFFFFF) + 1) & ~0xFFF
+        rd_addr = _ramdisk_addr(rd_size, top, extent)
+        ram.write(rd_addr, cfg.ramdisk_bytes)
+
+    bp = bytearray(4096)
+    bp[0x1F1:hdr.header_end] = img.data[0x1F1:hdr.header_end]
+    bp[0x210] = 0xFF                                    # type_of_loader: undefined
+    struct.pack_into("<I", bp, 0x214, load)             # code32_start
+    struct.pack_into("<II", bp, 0x218, rd_addr, rd_size)
+    struct.pack_into("<I", bp, 0x228, layout.CMDLINE)   # cmd_line_ptr
+    struct.pack_into("<I", bp, 0x1E0, (mem - layout.KERNEL_BASE) >> 10)    # alt_mem_k
+    if len(b.e820) > 128:
+        raise AssertionError("e820 too long")
+    bp[0x1E8] = len(b.e820)
+    for i, e in enumerate(b.e820):
+        struct.pack_into("<QQI", bp, 0x2D0 + 20 * i, e.addr, e.size, e.type)
+    ram.write(layout.BOOT_DATA, bytes(bp))
+    b.kind, b.entry, b.boot_data = layout.BOOT_LINUX, load, layout.BOOT_DATA
+    b.notes.append(f"Linux boot protocol {hdr.version >> 8}.{hdr.version & 0xff:02}, kernel "
+                   f"{len(kdata) >> 10} KiB at {load:#x}" +
+                   (f", initrd {rd_size >> 10} KiB at {rd_addr:#x}" if rd_size else ""))
+
+
+def _load_pvh(cfg, ram, img, b: HVMBuild) -> None:
+    mem = ram.size
+    end = 0
+    for paddr, data, memsz in img.segments:
+        _place(paddr, paddr + memsz, f"segment at {paddr:#x} of '{img.path}'", mem)
+        ram.write(paddr, data)
+        if memsz > len(data):
+            ram.zero(paddr + len(data), memsz - len(data))
+        end = max(end, paddr + memsz)
+
+    si = layout.BOOT_DATA
+    cmd = _cmdline(cfg.cmdline, layout.CMDLINE_MAX)
+    ram.write(layout.CMDLINE, cmd)
+    mm = b"".join(struct.pack("<QQII", e.addr, e.size, e.type, 0) for e in b.e820)
+    ram.write(layout.PVH_MEMMAP, mm)
+    nr_mod, modlist = 0, 0
+    if cfg.ramdisk_bytes:
+        size = len(cfg.ramdisk_bytes)
+        addr = _ramdisk_addr(size, mem & ~0xFFF, (end + 0xFFF) & ~0xFFF)
+        ram.write(addr, cfg.ramdisk_bytes)
+        modlist = si + 0x800
+        ram.write(modlist, struct.pack("<QQQQ", addr, size, 0, 0))
+        nr_mod = 1
+    # struct hvm_start_info, version 1 (with the memory map); rsdp_paddr
+    # is filled in by hvmloader once the tables exist
+    ram.write(si, struct.pack("<IIIIQQQQII", XEN_HVM_START_MAGIC, 1, 0, nr_mod, modlist,
+                              layout.CMDLINE, 0, layout.PVH_MEMMAP, len(b.e820), 0))
+    b.kind, b.entry, b.boot_data = layout.BOOT_PVH, img.entry, si
+    b.notes.append(f"PVH entry {img.entry:#x}, {len(img.segments)} segment(s) up to {end:#x}")
+
+
+def _load_realmode(cfg, ram, img, b: HVMBuild) -> None:
+    lin, data, _ = img.segments[0]
+    if lin + len(data) > 0x100000:
+        raise ImageError(f"the real-mode image at {lin:#x} must end below 1 MiB")
+    _place(lin, lin + len(data), "the real-mode image", ram.size)
+    ram.write(lin, data)
+    b.kind, b.entry, b.boot_data = layout.BOOT_REALMODE, img.entry, 0
+    cs, ip = img.realmode
+    b.notes.append(f"real mode at {cs:04x}:{ip:04x}, {len(data)} bytes at {lin:#x}")
