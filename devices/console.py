@@ -19,6 +19,7 @@ log = logging.getLogger("qemu_xenpv.console")
 IN, OUT = abi.XENCONS_IN, abi.XENCONS_OUT
 IN_SIZE, OUT_SIZE = abi.XENCONS_IN_SIZE, abi.XENCONS_OUT_SIZE
 HISTORY = 64 * 1024
+LIMIT = 1048576                     # LIBXL_XENCONSOLE_LIMIT, published as console/limit
 
 
 class ConsoleBackend:
@@ -43,6 +44,32 @@ class ConsoleBackend:
         if self.port > 0:
             self.dom.hv.dom0.evtchn.close(self.port)
             self.port = 0
+
+    def xenstore_nodes(self):
+        """The first console's XenStore entries as xl writes them
+        (libxl__device_console_add, libxl__device_generic_add for console 0):
+        (path, value or None for a directory, permissions or None to inherit)."""
+        n = self.dom.domid
+        fe = f"/local/domain/{n}/console"
+        be = f"/local/domain/0/backend/console/{n}/0"
+        ro = ["n0", f"r{n}"]
+        return [
+            (fe, None, ro),
+            (f"{fe}/backend", be, None),
+            (f"{fe}/backend-id", "0", [f"n{n}", "r0"]),
+            (f"{fe}/limit", str(LIMIT), None),
+            (f"{fe}/type", "xenconsoled", None),
+            (f"{fe}/output", "pty", None),
+            (f"{fe}/tty", "", None),
+            (f"{fe}/port", str(self.guest_port), None),
+            (f"{fe}/ring-ref", str(self.ring >> 12), None),
+            (be, None, ro),
+            (f"{be}/frontend", fe, None),
+            (f"{be}/frontend-id", str(n), None),
+            (f"{be}/online", "1", None),
+            (f"{be}/state", "1", None),
+            (f"{be}/protocol", "vt100", None),
+        ]
 
     def add_sink(self, fn: Callable[[bytes], None]) -> None:
         self.sinks.append(fn)

@@ -241,6 +241,43 @@ GNTTAB_NR_RESERVED_ENTRIES, GNTTAB_RESERVED_CONSOLE, GNTTAB_RESERVED_XENSTORE = 
 GTF_invalid, GTF_permit_access, GTF_accept_transfer, GTF_transitive = 0, 1, 2, 3
 GTF_type_mask, GTF_readonly, GTF_reading, GTF_writing = 3, 1 << 2, 1 << 3, 1 << 4
 GTF_transfer_committed, GTF_transfer_completed = 1 << 2, 1 << 3
+GTF_PWT, GTF_PCD, GTF_PAT, GTF_sub_page = 1 << 5, 1 << 6, 1 << 7, 1 << 8
+GNTTABOP = {0: "map_grant_ref", 1: "unmap_grant_ref", 2: "setup_table", 3: "dump_table",
+            4: "transfer", 5: "copy", 6: "query_size", 7: "unmap_and_replace",
+            8: "set_version", 9: "get_status_frames", 10: "get_version",
+            11: "swap_grant_ref", 12: "cache_flush"}
+GNTMAP_device_map, GNTMAP_host_map, GNTMAP_readonly = 1 << 0, 1 << 1, 1 << 2
+GNTMAP_application_map, GNTMAP_contains_pte = 1 << 3, 1 << 4
+GNTCOPY_source_gref, GNTCOPY_dest_gref = 1 << 0, 1 << 1
+GNTST = {0: "okay", -1: "general_error", -2: "bad_domain", -3: "bad_gntref",
+         -4: "bad_handle", -5: "bad_virt_addr", -6: "bad_dev_addr", -7: "no_device_space",
+         -8: "permission_denied", -9: "bad_page", -10: "bad_copy_arg",
+         -11: "address_too_big", -12: "eagain", -13: "no_space"}
+gnttab_setup_table = Layout("gnttab_setup_table", ("dom", U16), (None, c.Padding(2)),
+                            ("nr_frames", U32), ("status", S16), (None, c.Padding(2)),
+                            ("frame_list", U32))
+gnttab_query_size = Layout("gnttab_query_size", ("dom", U16), (None, c.Padding(2)),
+                           ("nr_frames", U32), ("max_nr_frames", U32), ("status", S16),
+                           (None, c.Padding(2)))
+gnttab_map_grant_ref = Layout("gnttab_map_grant_ref", ("host_addr", U64), ("flags", U32),
+                              ("ref", U32), ("dom", U16), ("status", S16), ("handle", U32),
+                              ("dev_bus_addr", U64))
+gnttab_unmap_grant_ref = Layout("gnttab_unmap_grant_ref", ("host_addr", U64),
+                                ("dev_bus_addr", U64), ("handle", U32), ("status", S16),
+                                (None, c.Padding(2)))
+gnttab_copy = Layout("gnttab_copy", ("source_u", U32), ("source_domid", U16),
+                     ("source_offset", U16), ("dest_u", U32), ("dest_domid", U16),
+                     ("dest_offset", U16), ("len", U16), ("flags", U16), ("status", S16),
+                     (None, c.Padding(2)))
+gnttab_transfer = Layout("gnttab_transfer", ("mfn", U32), ("domid", U16), (None, c.Padding(2)),
+                         ("ref", U32), ("status", S16), (None, c.Padding(2)))
+gnttab_set_version = Layout("gnttab_set_version", ("version", U32))
+gnttab_get_version = Layout("gnttab_get_version", ("dom", U16), (None, c.Padding(2)),
+                            ("version", U32))
+gnttab_get_status_frames = Layout("gnttab_get_status_frames", ("nr_frames", U32),
+                                  ("dom", U16), ("status", S16), ("frame_list", U32))
+gnttab_swap_grant_ref = Layout("gnttab_swap_grant_ref", ("ref_a", U32), ("ref_b", U32),
+                               ("status", S16), (None, c.Padding(2)))
 
 # ---- console ring (io/console.h) ----
 XENCONS_IN, XENCONS_OUT = 0, 1024

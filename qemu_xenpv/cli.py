@@ -1,7 +1,8 @@
 """qemu-xenpv: the command line, in the xm tradition.
 
     qemu-xenpv create CONFIG [-c] [var=value ...]
-    qemu-xenpv list | console | destroy | shutdown | reboot | pause | unpause
+    qemu-xenpv list | console | destroy | shutdown | reboot | sysrq | pause | unpause
+    qemu-xenpv xenstore-ls | xenstore-read | xenstore-write | xenstore-rm | xenstore-watch
     qemu-xenpv dmesg | info | help
 
 Every error is one line on stderr and a non-zero exit status.
@@ -194,6 +195,8 @@ def _simple(op: str):
             req["wait"] = args.wait
         if op == "reboot":
             req = {"op": "shutdown", "domain": args.domain, "reason": "reboot", "wait": args.wait}
+        if op in ("shutdown", "reboot") and args.timeout is not None:
+            req["timeout"] = args.timeout
         if op == "sysrq":
             req["key"] = args.key
         resp = Client().request(req)
@@ -201,6 +204,52 @@ def _simple(op: str):
             print(resp["message"], file=sys.stderr)
         return 0
     return run
+
+
+def _xs_client():
+    """A connection to the daemon's xenstored socket (xs_wire, as domain 0)."""
+    from .daemon import _ping, run_dir, socket_path
+    from .xenstore.client import XsClient
+    from .xenstored import SOCKET_NAME
+    if not _ping(socket_path()):
+        raise XenPVError("no qemu-xenpv domains are running (no daemon, so no XenStore)")
+    try:
+        return XsClient(run_dir() / SOCKET_NAME, timeout=None)
+    except OSError as e:
+        raise XenPVError(f"cannot reach xenstored: {e}") from None
+
+
+def cmd_xenstore(args) -> int:
+    import errno as errno_mod
+    from .xenstore import XenStoreError
+    c = _xs_client()
+    path = getattr(args, "path", "/")
+    try:
+        if args.cmd == "xenstore-read":
+            sys.stdout.buffer.write(c.read(path) + b"\n")
+        elif args.cmd == "xenstore-write":
+            c.write(path, args.value)
+        elif args.cmd == "xenstore-rm":
+            c.rm(path)
+        elif args.cmd == "xenstore-ls":
+            for line in c.tree(path, perms=args.perms):
+                print(line)
+        elif args.cmd == "xenstore-watch":
+            c.watch(path, "qemu-xenpv")
+            seen = 0
+            while args.count is None or seen < args.count:
+                ev = c.read_watch()
+                print(ev[0], flush=True)
+                seen += 1
+    except XenStoreError as e:
+        code = getattr(errno_mod, e.errno, None)
+        why = f" ({os.strerror(code)})" if code else ""
+        raise XenPVError(f"{args.cmd} {path}: {e.errno}{why}") from None
+    except ConnectionError:
+        raise XenPVError(f"{args.cmd}: the qemu-xenpv daemon went away") from None
+    finally:
+        c.close()
+    return 0
 
 
 def cmd_dmesg(args) -> int:
@@ -268,7 +317,26 @@ def build_parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=helptext)
         s.add_argument("domain")
         s.add_argument("-w", "--wait", action="store_true", help="wait until it has ended")
+        s.add_argument("-t", "--timeout", type=float, metavar="SECONDS",
+                       help="how long the guest has to acknowledge (default 60, as xl)")
         s.set_defaults(fn=_simple(name))
+    for name, helptext in (("xenstore-ls", "list a XenStore subtree"),
+                           ("xenstore-read", "print the value of a XenStore node"),
+                           ("xenstore-write", "write a XenStore node"),
+                           ("xenstore-rm", "remove a XenStore node and its children"),
+                           ("xenstore-watch", "print the paths of watch events (Ctrl-C stops)")):
+        s = sub.add_parser(name, help=helptext)
+        if name == "xenstore-ls":
+            s.add_argument("path", nargs="?", default="/")
+            s.add_argument("-p", dest="perms", action="store_true", help="show permissions")
+        else:
+            s.add_argument("path")
+        if name == "xenstore-write":
+            s.add_argument("value")
+        if name == "xenstore-watch":
+            s.add_argument("-n", dest="count", type=int, metavar="COUNT",
+                           help="exit after COUNT events (the first fires at once)")
+        s.set_defaults(fn=cmd_xenstore)
     s = sub.add_parser("sysrq", help="send a sysrq key (control/sysrq)")
     s.add_argument("domain")
     s.add_argument("key")

@@ -20,12 +20,13 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .errors import ConfigError
 
+MAX_VCPUS = 32
 ACTIONS = ("destroy", "restart", "preserve", "rename-restart", "coredump-destroy",
            "coredump-restart", "soft-reset")
 
 IMPLEMENTED = {
-    "name": "domain name", "type": "pv (hvm: not in this version)",
-    "builder": "linux/generic = PV", "kernel": "PV kernel (ELF with Xen notes)",
+    "name": "domain name", "type": "pv or hvm",
+    "builder": "linux/generic = PV, hvm/vmx = HVM", "kernel": "PV kernel (ELF with Xen notes)",
     "ramdisk": "initial ramdisk", "memory": "MiB of RAM", "maxmem": "MiB maximum",
     "vcpus": "number of vCPUs", "maxvcpus": "maximum vCPUs", "cmdline": "kernel command line",
     "extra": "appended to the command line", "root": "root= on the command line",
@@ -33,6 +34,9 @@ IMPLEMENTED = {
     "uuid": "domain UUID", "loader": "'generic' only",
     "max_event_channels": "accepted; the 2-level ABI has 1024 ports",
 }
+# HVM domains (qemu_xenpv/hvm): their own variables
+from .hvm.keys import HVM_KEYS  # noqa: E402
+IMPLEMENTED.update(HVM_KEYS)
 # xl.cfg / xm variables we know and do not implement (yet): a warning each
 KNOWN_UNIMPLEMENTED = {
     "disk", "vif", "pci", "vfb", "vkb", "vtpm", "usb", "usbctrl", "usbdev", "channel",
@@ -215,6 +219,9 @@ def from_values(values: Dict[str, Any], path: str = "<config>", base: Optional[s
     base = base or os.getcwd()
     typ = values.get("type")
     builder = values.get("builder")
+    from .hvm.config import is_hvm, hvm_from_values     # HVM: its own builder
+    if is_hvm(values):
+        return hvm_from_values(values, path, base, warnings)
     if typ not in (None, "pv") or builder not in (None, "linux", "generic"):
         what = typ or builder
         if what in ("hvm",):
@@ -230,13 +237,14 @@ def from_values(values: Dict[str, Any], path: str = "<config>", base: Optional[s
     name = values.get("name")
     if not name or not isinstance(name, str):
         name = os.path.splitext(os.path.basename(path))[0] if not path.startswith("<") else "domU"
-    if not all(c.isalnum() or c in "-_." for c in name):
-        raise ConfigError(f"{path}: name '{name}' may only contain letters, digits, '-', '_', '.'")
+    if not all(c.isalnum() or c in "-_.~+:@" for c in name) or name.isdigit():
+        raise ConfigError(f"{path}: name '{name}' may only contain letters, digits and "
+                          "'-_.~+:@', and may not be a number")
     memory = _int(values, "memory", path, lo=1)
     maxmem = _int(values, "maxmem", path, lo=1)
     vcpus = _int(values, "vcpus", path, lo=1) or 1
-    if vcpus > 1:
-        raise ConfigError(f"{path}: vcpus = {vcpus}: this version runs one vCPU per PV domain")
+    if vcpus > MAX_VCPUS:
+        raise ConfigError(f"{path}: vcpus = {vcpus}: at most {MAX_VCPUS}")
     mev = _int(values, "max_event_channels", path, lo=1)
     cmdline = values.get("cmdline") or ""
     if values.get("root"):

@@ -88,14 +88,17 @@ class Daemon:
         server = await asyncio.start_unix_server(self._client, path=str(path))
         os.chmod(path, 0o600)
         self.hv.dmesg(f"(XEN) control socket {path}")
+        from .xenstored import SOCKET_NAME
+        await self.hv.xenstore.serve_socket(self.rd / SOCKET_NAME)
         try:
             while not self.stop.is_set():
                 await asyncio.sleep(0.25)
-                idle = not self.hv.domains and self.clients == 0
+                idle = not self.hv.domains and self.clients == 0 and not self.hv.xenstore.clients
                 if idle and time.monotonic() - self.last_activity > IDLE_EXIT_SECONDS:
                     break
         finally:
             server.close()
+            await self.hv.xenstore.close_socket()
             try:
                 path.unlink()
             except FileNotFoundError:
@@ -286,7 +289,8 @@ class Daemon:
 
     async def op_shutdown(self, req, r, w):
         dom = self._dom(req)
-        return await dom.request_shutdown(req.get("reason", "poweroff"), req.get("wait", False))
+        kw = {"timeout": float(req["timeout"])} if req.get("timeout") is not None else {}
+        return await dom.request_shutdown(req.get("reason", "poweroff"), req.get("wait", False), **kw)
 
     async def op_sysrq(self, req, r, w):
         dom = self._dom(req)

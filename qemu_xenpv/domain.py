@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import struct
 import time
 import uuid
 from typing import Callable, Dict, List, Optional
@@ -27,6 +28,9 @@ log = logging.getLogger("qemu_xenpv.domain")
 RUNNING, PAUSED, SHUTDOWN, CRASHED, DYING, DEAD = "running", "paused", "shutdown", "crashed", "dying", "dead"
 
 # How each end of a guest's life maps to a process exit status for `create -c`
+GRANT_FRAMES_MAX = 4            # grant-table frames a domain may grow to (Mini-OS asks 4)
+SHUTDOWN_ACK_TIMEOUT = 60.0     # xl waits this long for the guest to clear control/shutdown
+
 EXIT_CODES = {"poweroff": 0, "reboot": 0, "suspend": 0, "crash": 2, "watchdog": 3,
               "soft_reset": 0, "destroyed": 4, "qemu-died": 5}
 
@@ -121,6 +125,8 @@ class Domain:
         self._init_shim(shim, built)
         from qemu_xenpv.devices.console import ConsoleBackend
         self.console = ConsoleBackend(self, built.console_mfn, spec.console_evtchn)
+        self.store_evtchn, self.console_evtchn = spec.store_evtchn, spec.console_evtchn
+        self._setup_grant_table(built)
 
     def _init_shim(self, shim: ShimImage, built) -> None:
         ram = self.ram
@@ -200,6 +206,7 @@ class Domain:
                                        gdb_wait=self.gdb_wait)
             self.state = RUNNING
             self.console.connect()
+            self._xenstore_introduce()
             for v in self.vcpus[:1]:
                 v.start()
             self.boot_t0 = time.monotonic()
@@ -312,15 +319,32 @@ class Domain:
             if v.guest_table == mfn:
                 v.load_cr3()
 
-    # ---- issue-3 emulation hooks (none yet: the fault is reflected) ----
+    # ---- emulation (qemu_xenpv/emulate.py) ----
     def fixup_page_fault(self, vcpu, regs, cr2, errcode):
-        return None
+        from .emulate import fixup_page_fault
+        return fixup_page_fault(vcpu, regs, cr2, errcode)
 
     def emulate_invalid_op(self, vcpu, regs):
-        return None
+        from .emulate import emulate_invalid_op
+        return emulate_invalid_op(vcpu, regs)
 
     def emulate_privileged_op(self, vcpu, regs):
-        return None
+        from .emulate import emulate_privileged_op
+        return emulate_privileged_op(vcpu, regs)
+
+    def cpuid_table(self) -> dict:
+        """The virtual CPU's CPUID as the shim read it at boot."""
+        if getattr(self, "_cpuid", None) is None:
+            from .shim import shim_boot
+            off = shim_boot.offsets
+            n = self.ram.r32(self.boot_pa + off["nr_cpuid"])
+            raw = self.ram.read(self.boot_pa + off["cpuid"], 24 * n)
+            t = {}
+            for i in range(n):
+                leaf, sub, a, b, c, d = struct.unpack_from("<6I", raw, 24 * i)
+                t[(leaf, sub)] = (a, b, c, d)
+            self._cpuid = t
+        return self._cpuid
 
     # ---- the end ----
     def shutdown(self, reason: int, vcpu: Optional[VCPU] = None) -> None:
@@ -405,6 +429,7 @@ class Domain:
             self.tracer.close()
             self.tracer = None
         if self.ram is not None:
+            self._release_plumbing()
             self.ram.close()
             self.ram = None
         self.state = DEAD
@@ -428,14 +453,84 @@ class Domain:
         self._end_waiters.append(fut)
         return await fut
 
+    # ---- inter-domain plumbing (issue 4): grant table, XenStore ----
+    def _setup_grant_table(self, built) -> None:
+        """The grant table the builder made (entries 0/1 pre-filled); it may
+        grow into spare frames up to GRANT_FRAMES_MAX."""
+        from .gnttab import GrantTable
+        from .mm import PGT_writable
+        mmu = self.mmu
+        nspare = max(0, min(GRANT_FRAMES_MAX - len(built.grant_mfns), len(built.extra_mfns)))
+        self.gnttab = GrantTable(
+            self.domid, self.ram, built.grant_mfns, max_frames=len(built.grant_mfns) + nspare,
+            spare=built.extra_mfns[:nspare], owns=mmu.owns,
+            get_writable=lambda mfn: mmu.get_page_type(mfn, PGT_writable) == 0,
+            put_writable=mmu.put_page_type)
+
+    def _xenstore_introduce(self) -> None:
+        """xl's tree for this domain, then INTRODUCE: domain 0 binds the store
+        port before the guest runs (XTF probes that it is bound)."""
+        self.hv.xenstore.domain_created(self)
+
+    def _release_plumbing(self) -> None:
+        """Before the RAM goes: XenStore tree and ring, grant mappings, and
+        every event channel (peers' ends become unbound, as in Xen)."""
+        hv = self.hv
+        try:
+            hv.xenstore.domain_destroyed(self)
+        except Exception:
+            log.exception("d%d: xenstore release", self.domid)
+        with hv.lock:
+            hv.grants.domain_destroyed(self.domid)
+            self.evtchn.reset()
+
     # ---- control requests (xl shutdown/reboot/sysrq write control/*) ----
-    async def request_shutdown(self, reason: str, wait: bool = False) -> dict:
-        raise XenPVError(f"domain '{self.name}': the PV control interface (XenStore "
-                         "control/shutdown) is not available in this version; use destroy")
+    async def request_shutdown(self, reason: str, wait: bool = False,
+                               timeout: float = SHUTDOWN_ACK_TIMEOUT) -> dict:
+        """Write control/shutdown as xl does and wait (up to `timeout` s) for
+        the guest to acknowledge by clearing it; with `wait`, also until the
+        domain has ended."""
+        if reason not in ("poweroff", "reboot", "halt", "suspend"):
+            raise XenPVError(f"unknown shutdown request '{reason}'")
+        if not self.alive:
+            raise XenPVError(f"domain '{self.name}' is not running")
+        xs = self.hv.xenstore
+        path = f"/local/domain/{self.domid}/control/shutdown"
+        xs.write(path, reason)
+        self.log(f"control/shutdown <- '{reason}'")
+        end = asyncio.ensure_future(self._until_not_alive())
+        try:
+            acked = asyncio.ensure_future(xs.wait_for(path, lambda v: not v, timeout))
+            await asyncio.wait([acked, end], return_when=asyncio.FIRST_COMPLETED)
+            if not end.done() and not acked.result():
+                raise XenPVError(
+                    f"domain '{self.name}' did not acknowledge the {reason} request within "
+                    f"{timeout:g} s (control/shutdown is still '{reason}': the guest does not "
+                    f"watch it); 'qemu-xenpv destroy {self.name}' stops it now")
+            if wait and not end.done():
+                await end
+        finally:
+            if not end.done():
+                end.cancel()
+        verb = {"poweroff": "Shutting down", "halt": "Shutting down", "reboot": "Rebooting",
+                "suspend": "Suspending"}[reason]
+        return {"ok": True, "message": f"{verb} domain {self.domid}"
+                + (f": it ended ({self.end_reason})" if wait and self.end_reason else "")}
+
+    async def _until_not_alive(self) -> None:
+        """xl's "wait for shutdown or death" (a reboot makes a new Domain)."""
+        while self.alive:
+            await asyncio.sleep(0.02)
 
     async def request_sysrq(self, key: str) -> dict:
-        raise XenPVError(f"domain '{self.name}': the PV control interface (XenStore "
-                         "control/sysrq) is not available in this version")
+        """xl sysrq: write the key to control/sysrq (the guest reads and clears it)."""
+        if len(key) != 1:
+            raise XenPVError(f"sysrq wants exactly one character, not '{key}'")
+        if not self.alive:
+            raise XenPVError(f"domain '{self.name}' is not running")
+        self.hv.xenstore.write(f"/local/domain/{self.domid}/control/sysrq", key)
+        self.log(f"control/sysrq <- '{key}'")
+        return {"ok": True}
 
     # ---- information ----
     def state_flags(self) -> str:

@@ -36,6 +36,8 @@ class Dom0:
         self.hv = hv
         self.vcpus = [None]
         self.evtchn = EventChannels(hv, self)
+        from .gnttab import GrantTable
+        self.gnttab = GrantTable(0)         # empty: domain 0 has no memory to grant
 
     def on_virq_bound(self, *a):
         pass
@@ -57,6 +59,11 @@ class Hypervisor:
         self._thread.start()
         self.started = time.time()
         self.dmesg(f"(XEN) qemu-xenpv hypervisor started")
+        # inter-domain plumbing: grant tables and xenstored (issue 4)
+        from .gnttab import GrantEngine
+        from .xenstored import XenStored
+        self.grants = GrantEngine(lambda domid: getattr(self.domain_by_id(domid), "gnttab", None))
+        self.xenstore = XenStored(self)
 
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -115,8 +122,17 @@ class Hypervisor:
             self._next_domid = 1
         return d
 
-    async def create_domain(self, config, **opts):
+    @staticmethod
+    def _domain_class(config):
+        """PV Domain, or the HVM domain class for type = "hvm" configs."""
+        if getattr(config, "hvm", False):
+            from .hvm.domain import HVMDomain
+            return HVMDomain
         from .domain import Domain
+        return Domain
+
+    async def create_domain(self, config, **opts):
+        Domain = self._domain_class(config)
         if any(d.name == config.name for d in self.domains.values()):
             raise XenPVError(f"a domain named '{config.name}' already exists "
                              "(destroy it or choose another name)")
@@ -136,7 +152,7 @@ class Hypervisor:
 
     async def restart_domain(self, dom) -> None:
         """on_reboot=restart: a fresh build of the same configuration."""
-        from .domain import Domain
+        Domain = self._domain_class(dom.config)
         await dom._teardown()
         opts = dict(accel=dom.accel, doorbell=dom.doorbell, gdb_port=dom.gdb_port,
                     scramble_p2m=dom.scramble_p2m)

@@ -100,6 +100,51 @@ def _iter_notes(data: bytes):
         yield name, ntype, desc
 
 
+def _bsd_symtab_parts(f, elf):
+    """The .symtab section header and data, and its string table's."""
+    sym = elf.get_section_by_name(".symtab")
+    if sym is None:
+        return None
+    strtab = elf.get_section(sym["sh_link"])
+    if strtab is None or strtab["sh_type"] != "SHT_STRTAB":
+        return None
+    f.seek(elf["e_shoff"] + elf["e_shentsize"] * elf.get_section_index(".symtab"))
+    sym_hdr = f.read(40)
+    f.seek(elf["e_shoff"] + elf["e_shentsize"] * sym["sh_link"])
+    str_hdr = f.read(40)
+    return sym_hdr, sym.data(), str_hdr, strtab.data()
+
+
+def _bsd_symtab_blob(ehdr: bytes, parts):
+    """libelf's elf_load_bsdsyms image: u32 size, an ELF header with three
+    section headers (null, symtab, strtab), then the two tables; offsets
+    are relative to the ELF header.  Returns (blob, bytes libelf reserves)."""
+    sym_hdr, sym_data, str_hdr, str_data = parts
+    up = lambda x: (x + 3) & ~3                                     # noqa: E731
+    header_size = 4 + 64                        # size + union elf_ehdr
+    symtab_off = up(4 + 64 + 3 * 64)            # sizeof(struct elf_sym_header)
+    strtab_off = up(symtab_off + len(sym_data))
+    eh = bytearray(ehdr[:52])
+    struct.pack_into("<I", eh, 20, 1)           # e_version
+    struct.pack_into("<I", eh, 28, 0)           # e_phoff
+    struct.pack_into("<I", eh, 32, 64)          # e_shoff
+    struct.pack_into("<HHHHHH", eh, 40, 52, 0, 0, 40, 3, 0)   # ehsize phentsize phnum shentsize shnum shstrndx
+    s1 = bytearray(sym_hdr)
+    struct.pack_into("<I", s1, 16, symtab_off - 4)              # sh_offset from the ELF header
+    struct.pack_into("<I", s1, 24, 2)                           # sh_link -> strtab
+    s2 = bytearray(str_hdr)
+    struct.pack_into("<I", s2, 16, strtab_off - 4)
+    blob = bytearray(strtab_off + len(str_data))
+    struct.pack_into("<I", blob, 0, strtab_off + len(str_data) - 4)
+    blob[4:56] = eh
+    blob[header_size + 40:header_size + 80] = s1
+    blob[header_size + 80:header_size + 120] = s2
+    blob[symtab_off:symtab_off + len(sym_data)] = sym_data
+    blob[strtab_off:strtab_off + len(str_data)] = str_data
+    reserved = up(up(up(4 + header_size + 3 * 40) + len(sym_data)) + len(str_data))
+    return bytes(blob), reserved
+
+
 def load_kernel(path) -> KernelImage:
     path = str(path)
     if not os.path.exists(path):
@@ -142,6 +187,7 @@ def load_kernel(path) -> KernelImage:
                         if s["p_type"] == "PT_LOAD" and s["p_memsz"]]
             e_entry = elf["e_entry"]
             has_syms = elf.get_section_by_name(".symtab") is not None
+            bsd = _bsd_symtab_parts(f, elf)
         except ELFError as e:
             raise ImageError(f"kernel '{path}' is a malformed ELF file: {e}") from None
 
@@ -212,6 +258,11 @@ def load_kernel(path) -> KernelImage:
     img.paddr_offset = paddr_offset
     pstart = min(p for p, _, _ in segments)
     pend = max(p + m for p, _, m in segments)
+    if img.notes.get("BSD_SYMTAB") == "yes" and bsd is not None:
+        blob_at = (pend + 3) & ~3
+        blob, reserved = _bsd_symtab_blob(head, bsd)
+        segments.append((blob_at, blob, len(blob)))
+        pend = blob_at + max(reserved, len(blob))
     img.kstart = (pstart + virt_offset) & 0xFFFFFFFF
     img.kend = (pend + virt_offset) & 0xFFFFFFFF
     img.entry = entry if entry is not None else e_entry

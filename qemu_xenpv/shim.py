@@ -73,7 +73,7 @@ shim_vcpu = Layout(
     ("kernel_sp", U32), ("event_cs", U32), ("event_eip", U32), ("failsafe_cs", U32),
     ("failsafe_eip", U32), ("vcpu_info_pa", U32), ("evtchn_pending_pa", U32),
     ("virq_timer_port", U32), ("bounce_vector", U32), ("bounce_errcode", U32),
-    ("bounce_flags", U32), ("fpu_ts", U32), ("hole_start", U32),
+    ("bounce_flags", U32), ("fpu_ts", U32), ("dr", c.Array(8, U32)), ("hole_start", U32),
     ("timer_deadline", U64), ("wake_deadline", U64), ("periodic_ns", U64),
     ("periodic_next", U64),
     ("stat_entries", U32), ("stat_doorbells", U32), ("stat_upcalls", U32),
@@ -90,6 +90,7 @@ shim_boot = Layout(
     ("vcpu", c.Array(MAX_VCPUS, U32)), ("pstack", c.Array(MAX_VCPUS, U32)),
     ("status", U32), ("tsc_khz", U32), ("lapic_khz", U32), ("tsc_mul", U32),
     ("tsc_shift", c.Int32sl), ("ivshmem_bdf", U32), ("boot_tsc", U64), ("boot_ns", U64),
+    ("nr_cpuid", U32), ("cpuid", c.Bytes(24 * 48)),
     ("time_version", U32), ("_pad", U32), ("anchor_tsc", U64), ("anchor_ns", U64),
     ("panic", c.Bytes(160)),
 )

@@ -61,6 +61,12 @@ def handle_trap(vcpu, regs: dict, vector: int, errcode: int, cr2: int) -> int:
         if was_set:
             return K.ACT_FPU | inject(vcpu, 7)
         return K.ACT_FPU
+    if vector == 1:
+        # the shim read and reset the hardware DR6: accumulate it in the
+        # guest's virtual DR6 (B0-B3, BD, BS, BT) and deliver the #DB
+        dr6 = vcpu.mbox.get("trap_cr2")
+        vcpu.dr[6] |= dr6 & 0xE00F
+        return inject(vcpu, 1)
     if vector in (2, 8, 18):
         raise DomainCrash(f"{VECTOR_NAMES[vector]} in guest context")
     return inject(vcpu, vector, errcode if vector in HAS_ERRCODE else None)

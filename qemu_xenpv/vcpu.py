@@ -17,7 +17,8 @@ from . import crashdump  # noqa: F401  (no imports on a vCPU's first request)
 
 _load_families()
 from .mm import PGT_l2, PGT_l3, PGT_seg_desc
-from .shim import K, Mailbox, M, R
+from .shim import K, Mailbox, M, R, V
+V_DR = V["dr"]
 from . import traps
 
 log = logging.getLogger("qemu_xenpv.vcpu")
@@ -45,7 +46,11 @@ class VCPU:
         self.ldt = (0, 0)
         self.ldt_frames = []
         self.iopl = 0
+        self.cr4 = 0x20 if getattr(getattr(dom, "mode", None), "pae", True) else 0
+        self.dr = [0, 0, 0, 0, 0, 0, 0xFFFF0FF0, 0x00000400]
+        self.pat = 0x0007040600070406
         self.online = vid == 0
+        self.initialised = vid == 0
         self.in_call = False
         self.poll_ports = None
         self.runstate_area = 0
@@ -283,6 +288,67 @@ class VCPU:
         ram.w32(self.frames.gdt_reserved + 9 * 8 + 4, hi)
         self.mbox.set("ldt_sel", K.LDT_SEL)
         return 0
+
+    def initialise(self, ctx: bytes) -> int:
+        """VCPUOP_initialise: check and take a vcpu_guest_context (compat
+        arch_set_info_guest): its GDT frames and its base pointer are
+        validated and referenced as if the vCPU ran."""
+        flags, = struct.unpack_from("<I", ctx, 512)
+        gdt_frames = struct.unpack_from("<16I", ctx, 2640)
+        gdt_ents, kernel_ss, kernel_sp = struct.unpack_from("<III", ctx, 2704)
+        cr3, = struct.unpack_from("<I", ctx, 2716 + 12)
+        if gdt_ents > abi.FIRST_RESERVED_GDT_ENTRY:
+            return -EINVAL
+        mmu = self.dom.mmu
+        taken = []
+        for mfn in gdt_frames[:(gdt_ents + 511) // 512]:
+            rc = mmu.get_page_and_type(mfn, PGT_seg_desc)
+            if rc:
+                for m in taken:
+                    mmu.put_page_and_type(m)
+                return rc
+            taken.append(mfn)
+        top = abi.xen_cr3_to_pfn(cr3)
+        rc = mmu.get_page_and_type(top, PGT_l3 if self.dom.pae else PGT_l2)
+        if rc:
+            for m in taken:
+                mmu.put_page_and_type(m)
+            return rc
+        self.gdt_frames, self.guest_table = taken, top
+        self.mbox.set("kernel_ss", (kernel_ss & ~3) | 1 if not kernel_ss & 3 else kernel_ss)
+        self.mbox.set("kernel_sp", kernel_sp)
+        self.context = bytes(ctx)
+        self.initialised = True
+        return 0
+
+    def load_debugregs(self) -> None:
+        """Give the shim the hardware debug registers (ACT_DR loads them)."""
+        base = self.mbox.priv + V_DR
+        for i in (0, 1, 2, 3, 7):
+            self.dom.ram.w32(base + 4 * i, self.dr[i])
+
+    def read_descriptor(self, sel: int):
+        """The (low, high) words of a GDT/LDT descriptor, or None."""
+        idx = sel >> 3
+        ram = self.dom.ram
+        if sel & 4:
+            base, ents = self.ldt
+            if idx >= ents:
+                return None
+            data = self.dom.copy_from_guest(self, base + idx * 8, 8)
+        elif idx >= abi.FIRST_RESERVED_GDT_ENTRY:
+            off = (idx - abi.FIRST_RESERVED_GDT_ENTRY) * 8
+            if off >= 4096:
+                return None
+            data = ram.read(self.frames.gdt_reserved + off, 8)
+        else:
+            frame = idx // 512
+            if frame >= len(self.gdt_frames):
+                return None
+            data = ram.read((self.gdt_frames[frame] << 12) + (idx % 512) * 8, 8)
+        if data is None:
+            return None
+        return struct.unpack("<II", data)
 
     def set_periodic(self, period: int, call) -> None:
         self.mbox.set64("periodic_ns", period)

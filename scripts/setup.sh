@@ -1,13 +1,13 @@
 #!/bin/sh
 # Install what qemu-xenpv needs, quietly when everything is already there.
-#   Debian packages: qemu-system-x86, gcc-multilib, gdb, python3-venv
+#   Debian packages: qemu-system-x86, gcc-multilib, gdb, acpica-tools (iasl: the HVM DSDT), python3-venv
 #   Python: a virtual environment in .venv with this tree installed (-e .[test])
 set -e
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 
 missing=""
-for pkg in qemu-system-x86 gcc-multilib gdb; do
+for pkg in qemu-system-x86 gcc-multilib gdb acpica-tools; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" ||
         missing="$missing $pkg"
 done

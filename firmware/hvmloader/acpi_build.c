@@ -72,7 +72,7 @@ static void build_fadt(struct acpi_fadt *f, uint32_t facs, uint32_t dsdt)
                ACPI_FADT_RESET_REG_SUP;
     f->reset_reg = io_gas(0xcf9, 1);        /* PIIX3 reset control    */
     f->reset_value = 0x06;
-    f->x_firmware_ctrl = facs;
+    f->x_firmware_ctrl = 0;                 /* FIRMWARE_CTRL is used: below 4G */
     f->x_dsdt = dsdt;
     f->x_pm1a_evt_blk = io_gas(HVM_PM_BASE, 4);
     f->x_pm1a_cnt_blk = io_gas(HVM_PM_BASE + 4, 2);

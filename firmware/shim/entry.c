@@ -274,6 +274,13 @@ static void apply(struct shim_vcpu *v, uint32_t act, uint32_t kind)
         }
         if (act & SHIM_ACT_TIMER)
             timer_arm(v);
+        if (act & SHIM_ACT_DR) {
+            __asm__ __volatile__("movl %0, %%db0" :: "r"(v->dr[0]));
+            __asm__ __volatile__("movl %0, %%db1" :: "r"(v->dr[1]));
+            __asm__ __volatile__("movl %0, %%db2" :: "r"(v->dr[2]));
+            __asm__ __volatile__("movl %0, %%db3" :: "r"(v->dr[3]));
+            __asm__ __volatile__("movl %0, %%db7" :: "r"(v->dr[7]));
+        }
         if (act & SHIM_ACT_RETRY) {
             timer_arm(v);
             sti_hlt_cli();                  /* any interrupt: ask again */
@@ -361,6 +368,12 @@ void shim_guest_entry(struct xen_regs *frame)
         m->trap_vector = vec;
         m->trap_errcode = frame->error_code;
         m->trap_cr2 = vec == 14 ? read_cr2() : 0;
+        if (vec == 1) {                     /* report and reset DR6 */
+            uint32_t dr6;
+            __asm__ __volatile__("movl %%db6, %0" : "=r"(dr6));
+            m->trap_cr2 = dr6;
+            __asm__ __volatile__("movl %0, %%db6" :: "r"(0xffff0ff0u));
+        }
         handle_request(v, SHIM_REQ_TRAP);
     } else if (vec != SHIM_VEC_SPURIOUS) {
         lapic_eoi();

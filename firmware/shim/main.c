@@ -89,6 +89,41 @@ static void idt_init(void)
 
 void shim_vcpu_start(struct shim_vcpu *v);
 
+static void cpuid(uint32_t leaf, uint32_t subleaf, uint32_t r[4])
+{
+    __asm__ __volatile__("cpuid" : "=a"(r[0]), "=b"(r[1]), "=c"(r[2]), "=d"(r[3])
+                         : "a"(leaf), "c"(subleaf));
+}
+
+/* The virtual CPU's own CPUID, for Python's emulation of Xen's policy
+ * (forced-emulation CPUID). Basic and extended leaves, subleaf 0 (and the
+ * first subleaves of the leaves that have them). */
+static void cpuid_snapshot(void)
+{
+    uint32_t r[4], n = 0, max;
+    static const uint32_t bases[2] = { 0, 0x80000000u };
+    for (int b = 0; b < 2; b++) {
+        cpuid(bases[b], 0, r);
+        max = r[0];
+        if (max < bases[b] || max > bases[b] + 0x20)
+            max = bases[b];
+        for (uint32_t l = bases[b]; l <= max; l++) {
+            uint32_t subs = (l == 4 || l == 7 || l == 0xb || l == 0xd) ? 4 : 1;
+            for (uint32_t s = 0; s < subs && n < SHIM_MAX_CPUID; s++) {
+                cpuid(l, s, r);
+                shim_boot.cpuid[n].leaf = l;
+                shim_boot.cpuid[n].subleaf = s;
+                shim_boot.cpuid[n].a = r[0];
+                shim_boot.cpuid[n].b = r[1];
+                shim_boot.cpuid[n].c = r[2];
+                shim_boot.cpuid[n].d = r[3];
+                n++;
+            }
+        }
+    }
+    shim_boot.nr_cpuid = n;
+}
+
 void shim_main(void)
 {
     if (shim_boot.abi_version != SHIM_ABI_VERSION)
@@ -104,6 +139,7 @@ void shim_main(void)
     shim_fast.doorbell_value = shim_boot.ivshmem_peer << 16;
     shim_fast.doorbell_port = shim_boot.doorbell_port;
     shim_fast.spin_loops = shim_boot.spin_loops ? shim_boot.spin_loops : 1;
+    cpuid_snapshot();
     idt_init();
     gdt_init(0);
     lapic_init();

@@ -12,6 +12,7 @@
 #define SHIM_ABI_VERSION        1
 #define SHIM_BOOT_MAGIC         0x4d494853u     /* "SHIM" */
 #define SHIM_MAX_VCPUS          32
+#define SHIM_MAX_CPUID          48              /* CPUID leaves the shim reports */
 
 /* ---- linear layout of the shim's part of the hypervisor hole ------------
  * Everything below SHIM_PUB_END is mapped in every guest address space
@@ -91,6 +92,7 @@
 #define SHIM_ACT_FPU            (1u << 8)   /* CR0.TS := fpu_ts              */
 #define SHIM_ACT_FAILSAFE       (1u << 9)   /* bounce to the failsafe cb     */
 #define SHIM_ACT_EVENTS         (1u << 10)  /* an upcall is due: take the slow exit */
+#define SHIM_ACT_DR             (1u << 11)  /* load debug registers from dr[]  */
 
 /* bounce flags (as Xen's TBF_*) */
 #define SHIM_TBF_ERRCODE        1u
@@ -153,6 +155,7 @@ struct shim_vcpu {
     uint32_t virq_timer_port;       /* port + 1, 0 = VIRQ_TIMER not bound    */
     uint32_t bounce_vector, bounce_errcode, bounce_flags;
     uint32_t fpu_ts;                /* guest's virtual CR0.TS                */
+    uint32_t dr[8];                 /* hardware DR0-3 and DR7 for the guest  */
     uint32_t hole_start;            /* HYPERVISOR_VIRT_START of this guest   */
     uint64_t timer_deadline;        /* set_timer_op, system ns, 0 = none     */
     uint64_t wake_deadline;         /* RETRY/BLOCK wake-up, 0 = none         */
@@ -193,6 +196,8 @@ struct shim_boot {
     uint32_t ivshmem_bdf;           /* 0xffffffff = none found               */
     uint64_t boot_tsc;
     uint64_t boot_ns;
+    uint32_t nr_cpuid;              /* entries filled in cpuid[]             */
+    struct { uint32_t leaf, subleaf, a, b, c, d; } cpuid[SHIM_MAX_CPUID];
     volatile uint32_t time_version; /* odd while the anchor below changes    */
     uint32_t _pad;
     uint64_t anchor_tsc;            /* system time = anchor_ns +             */

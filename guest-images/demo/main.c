@@ -6,6 +6,8 @@
  * so a debugger can break on it and see it in a backtrace.
  */
 #include "xenguest.h"
+#include "work.h"
+#include "xencmds.h"
 
 #define LINE_SIZE   128
 
@@ -27,6 +29,19 @@ static const struct command commands[] = {
     { "uptime",   cmd_uptime,   "time since the domain started" },
     { "poweroff", cmd_poweroff, "shut the domain down" },
     { "crash",    cmd_crash,    "write to an unmapped address (fatal #PF)" },
+    { "xs-read",  cmd_xs_read,  "xs-read PATH: print a XenStore value" },
+    { "xs-write", cmd_xs_write, "xs-write PATH VALUE: write a XenStore value" },
+    { "xs-rm",    cmd_xs_rm,    "xs-rm PATH: remove a XenStore node" },
+    { "xs-ls",    cmd_xs_ls,    "xs-ls PATH: list a XenStore directory" },
+    { "xs-watch", cmd_xs_watch, "xs-watch PATH [COUNT]: print COUNT watch events (2)" },
+    { "xs-tx",    cmd_xs_tx,    "xs-tx start|read P|write P V|commit|abort" },
+    { "evtchn-listen", cmd_evtchn_listen, "evtchn-listen DOMID [COUNT]: answer pings" },
+    { "evtchn-ping", cmd_evtchn_ping, "evtchn-ping DOMID PORT [COUNT]: ping a listener" },
+    { "gnt-share", cmd_gnt_share, "gnt-share DOMID [ro] [TEXT]: grant a page" },
+    { "gnt-show", cmd_gnt_show, "gnt-show REF: our shared page and its flags" },
+    { "gnt-end",  cmd_gnt_end,  "gnt-end REF: revoke a grant" },
+    { "gnt-copy", cmd_gnt_copy, "gnt-copy DOMID REF: grant-copy a page here" },
+    { "gnt-put",  cmd_gnt_put,  "gnt-put DOMID REF TEXT: grant-copy TEXT there" },
 };
 
 __noinline void cmd_help(const char *args)
@@ -113,7 +128,7 @@ static void read_line(char *buf, size_t size)
     size_t len = 0;
 
     for (;;) {
-        int c = console_getc();
+        int c = console_getc_or_work();     /* XenStore watches run meanwhile */
         bool was_cr = after_cr;
 
         after_cr = (c == '\r');
@@ -171,6 +186,7 @@ int main(void)
     char line[LINE_SIZE];
 
     print_banner();
+    xencmds_init();
     for (;;) {
         printk("demo> ");
         read_line(line, sizeof(line));

@@ -12,6 +12,7 @@
 #include "setup.h"
 #include "string.h"
 #include "traps.h"
+#include "xenstore.h"
 
 start_info_t *start_info;
 
@@ -30,6 +31,7 @@ void xenguest_main(start_info_t *si)
     map_shared_info();
     clock_init();
     console_init(si);
+    xs_init();      /* quiet: a guest without XenStore simply has none */
     local_irq_enable();
 
     rc = main();

@@ -124,8 +124,8 @@ class Call:
 
 def _load_families() -> None:
     # importing a family registers it
-    from . import (console, version, sched, traps, desc, mmu, memory,  # noqa: F401
-                   misc, multicall, vcpu, evtchn)
+    from . import (console, version, sched, traps, desc, mmu, memory, physdev,  # noqa: F401
+                   misc, multicall, vcpu, evtchn, grant)
 
 
 def dispatch(call: Call) -> int:

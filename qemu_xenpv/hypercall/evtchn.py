@@ -73,7 +73,17 @@ def evtchn_do(call, cmd: int, arg: int) -> int:
             return -EPERM
         ev.reset()
         return 0
-    if cmd in (11, 12, 13, 14):                             # FIFO ABI: not offered
+    if cmd == 11:                                           # init_control
+        # The FIFO ABI is not offered; arguments are checked first as
+        # Xen does (evtchn_fifo_init_control), so a bad one is -EINVAL.
+        gfn = int.from_bytes(call.read(arg, 8), "little")
+        offset = call.read_u32(arg + 8)
+        vcpu = call.read_u32(arg + 12)
+        if vcpu >= len(call.dom.vcpus) or offset > 4096 - 64 or offset & 7 or \
+                gfn >> 32 or not call.dom.mmu.owns(gfn):
+            return -EINVAL
+        return -ENOSYS
+    if cmd in (12, 13, 14):                                 # expand_array, set_priority, reset_cont
         return -ENOSYS
     return -ENOSYS
 

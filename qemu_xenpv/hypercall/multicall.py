@@ -8,18 +8,25 @@ from . import hypercall, Call, TABLE, GuestFault, DomainCrash
 STOP = K.ACT_HALT | K.ACT_BLOCK | K.ACT_RETRY
 
 
-@hypercall("multicall", 2, note="iret and nested multicall answer -ENOSYS/-EINVAL per entry")
+@hypercall("multicall", 2, note="an iret entry ends the multicall (XSA-213); nested multicall -EINVAL")
 def multicall(call, call_list, nr_calls):
     for i in range(nr_calls):
         va = call_list + i * abi.multicall_entry.size
         ent = call.read_struct(abi.multicall_entry, va)
         op = ent["op"]
-        sub = Call(call.vcpu, None, tuple(ent["args"]) + (op,))
         fam = TABLE.get(op)
+        if op == abi.HYPERCALL_NR["iret"]:
+            # iret ends the multicall (Xen's mc_exit, the XSA-213 fix): the
+            # vCPU continues in the frame it popped, and later entries do
+            # not run
+            res = fam.fn(call)
+            call.trace_extra = {"multicall_exit": i}
+            return res
+        sub = Call(call.vcpu, None, tuple(ent["args"]) + (op,))
         if op == abi.HYPERCALL_NR["multicall"]:
             res = -EINVAL
-        elif op == abi.HYPERCALL_NR["iret"] or fam is None:
-            res = -ENOSYS               # XSA-213: no iret from a multicall
+        elif fam is None:
+            res = -ENOSYS
         else:
             try:
                 res = fam.fn(sub, *sub.args[:fam.nargs])

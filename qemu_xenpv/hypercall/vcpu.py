@@ -6,6 +6,7 @@ from ..shim import K
 from . import hypercall
 
 ETIME = 62
+VCPU_GUEST_CONTEXT_SIZE = 2800
 VCPU_SSHOTTMR_future = 1
 VCPUOP_NAMES = dict(abi.VCPUOP)
 
@@ -49,6 +50,17 @@ def vcpu_op(call, cmd, vcpuid, arg):
     if cmd == 10:                           # register_vcpu_info
         r = call.read_struct(abi.vcpu_register_vcpu_info, arg)
         return v.register_vcpu_info(r["mfn"], r["offset"])
-    if cmd in (0, 1, 2):                    # initialise, up, down: one vCPU for now
-        return -EINVAL if vcpuid == 0 else -ENOSYS
+    if cmd == 0:                            # initialise
+        if v.online or v.initialised:
+            return -EEXIST
+        return v.initialise(call.read(arg, VCPU_GUEST_CONTEXT_SIZE))
+    if cmd == 1:                            # up
+        if not v.initialised:
+            return -EINVAL
+        if v.online:
+            return 0
+        call.dom.log_once("vcpu-up", "VCPUOP_up: secondary vCPUs cannot run in this version")
+        return -ENOSYS
+    if cmd == 2:                            # down
+        return -ENOSYS if v.online else 0
     return -ENOSYS

@@ -240,10 +240,13 @@ def test_on_crash_checked():
         parse('kernel="/k"\non_reboot = "Restart"\n')
 
 
-def test_vcpus_above_one_refused():
-    with pytest.raises(ConfigError, match="vcpus"):
-        parse('kernel="/k"\nvcpus = 2\n')
+def test_vcpus_limits():
+    assert parse('kernel="/k"\nvcpus = 2\n').vcpus == 2
     assert parse('kernel="/k"\nvcpus = 1\n').vcpus == 1
+    with pytest.raises(ConfigError, match="vcpus"):
+        parse('kernel="/k"\nvcpus = 33\n')
+    with pytest.raises(ConfigError, match="vcpus"):
+        parse('kernel="/k"\nvcpus = 0\n')
 
 
 def test_type_hvm_is_error_or_accepted():

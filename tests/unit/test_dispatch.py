@@ -247,7 +247,6 @@ def test_multicall(dv):
     nr = abi.HYPERCALL_NR
     entries = [
         (nr["xen_version"], [abi.XENVER_version, 0]),
-        (nr["iret"], []),                                # XSA-213: not from a multicall
         (nr["multicall"], [MEM_BASE, 1]),                # no nesting
         (11, []),                                        # nothing there
         (nr["console_io"], [abi.CONSOLEIO_write, 4, 0x40]),   # bad buffer: -EFAULT
@@ -259,7 +258,30 @@ def test_multicall(dv):
     results = [abi.multicall_entry.unpack(dom.fake_mem, i * 32)["result"]
                for i in range(len(entries))]
     as_int = [r - (1 << 32) if r & 0x80000000 else r for r in results]
-    assert as_int == [(4 << 16) | 17, -ENOSYS, -EINVAL, -ENOSYS, -EFAULT]
+    assert as_int == [(4 << 16) | 17, -EINVAL, -ENOSYS, -EFAULT]
+
+
+def test_multicall_iret_ends_it(dv):
+    """XSA-213: an iret entry pops its frame and ends the multicall; the
+    entries after it never run."""
+    import struct
+    dom, vcpu = dv
+    nr = abi.HYPERCALL_NR
+    dom.fake_mem[0:64] = abi.multicall_entry.pack({"op": nr["iret"], "result": 0xAAAAAAAA}) + \
+        abi.multicall_entry.pack({"op": nr["xen_version"], "result": 0xAAAAAAAA,
+                                  "args": [abi.XENVER_version]})
+    frame = MEM_BASE + 0x800                 # eax, eip, cs, eflags, esp, ss (ring 3)
+    dom.fake_mem[0x800:0x818] = struct.pack("<6I", 0xDEAD, 0x401000, 0xE02B, 0x202, 0x9000,
+                                            0xE033)
+    regs = {k: 0 for k in ("ebx", "ecx", "edx", "esi", "edi", "ebp", "eax", "eip", "cs",
+                           "eflags", "esp", "ss")}
+    regs.update(eax=nr["multicall"], ebx=MEM_BASE, ecx=2, esp=frame, cs=0xE019, ss=0xE021)
+    vcpu.vcpu_info_pa = 0
+    dom.ram = SimpleNamespace(w8=lambda addr, val: None)     # the upcall mask write
+    c = Call(vcpu, regs)
+    assert dispatch(c) == 0xDEAD
+    assert (regs["eip"], regs["cs"], regs["esp"], regs["ss"]) == (0x401000, 0xE02B, 0x9000, 0xE033)
+    assert abi.multicall_entry.unpack(dom.fake_mem, 32)["result"] == 0xAAAAAAAA
 
 
 def test_multicall_bad_list_is_efault(dv):
