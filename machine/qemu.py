@@ -52,7 +52,8 @@ class QemuMachine:
 
     def __init__(self, ram: GuestRAM, bios: str, name: str, accel: str = "tcg",
                  vectors: int = 1, doorbell: str = "ivshmem", gdb_port: Optional[int] = None,
-                 gdb_wait: bool = False, extra_args: Optional[List[str]] = None):
+                 gdb_wait: bool = False, extra_args: Optional[List[str]] = None,
+                 smp: int = 1):
         self.ram = ram
         self.bios = bios
         self.name = name
@@ -61,6 +62,7 @@ class QemuMachine:
         self.gdb_port = gdb_port
         self.gdb_wait = gdb_wait
         self.extra_args = extra_args or []
+        self.smp = smp
         self.ivshmem = ivshmem.IvshmemServer(vectors=vectors)
         self.qmp_ours, self.qmp_theirs = socket.socketpair()
         self.dbg_ours = self.dbg_theirs = None
@@ -81,7 +83,7 @@ class QemuMachine:
                 "-nodefaults", "-nographic", "-no-user-config", "-no-reboot",
                 "-accel", self.accel,
                 "-cpu", "qemu32" if self.accel == "tcg" else "qemu32,pni=off",
-                "-m", f"{mb}M",
+                "-m", f"{mb}M", "-smp", str(self.smp),
                 "-object", f"memory-backend-file,id=ram,size={mb}M,"
                            f"mem-path=/proc/self/fd/{self.ram.fd},share=on",
                 "-machine", "pc,memory-backend=ram",

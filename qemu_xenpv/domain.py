@@ -111,7 +111,7 @@ class Domain:
         self.nr_pages = built.nr_pages
         self.max_pages = cfg.maxmem * 256 if cfg.maxmem else built.nr_pages
         self.shared_info_pa = built.shared_info_mfn << 12
-        self.mmu.on_top_level_change = self._top_level_changed
+        self.mmu.on_entry_written = self._table_entry_written
 
         # event channels the toolstack makes: xenstore and console, remote dom0
         assert self.evtchn.alloc_unbound(0) == spec.store_evtchn
@@ -203,7 +203,7 @@ class Domain:
             self.machine = QemuMachine(self.ram, str(paths.rom_bin()), f"{self.name}",
                                        accel=self.accel, vectors=len(self.vcpus),
                                        doorbell=self.doorbell, gdb_port=self.gdb_port,
-                                       gdb_wait=self.gdb_wait)
+                                       gdb_wait=self.gdb_wait, smp=len(self.vcpus))
             self.state = RUNNING
             self.console.connect()
             self._xenstore_introduce()
@@ -314,10 +314,9 @@ class Domain:
             if v is not me and v.online:
                 v.kick()
 
-    def _top_level_changed(self, mfn: int) -> None:
+    def _table_entry_written(self, mfn: int, idx: int) -> None:
         for v in self.vcpus:
-            if v.guest_table == mfn:
-                v.load_cr3()
+            v.sync_shadow_entry(mfn, idx)
 
     # ---- emulation (qemu_xenpv/emulate.py) ----
     def fixup_page_fault(self, vcpu, regs, cr2, errcode):

@@ -79,15 +79,14 @@ class PVOps(Ops):
 
     def fetch(self, addr: int, n: int) -> bytes:
         lin = (self.seg_base("cs") + addr) & 0xFFFFFFFF
-        out = b""
-        for off in range(n):                     # stop at the first unmapped byte
-            b = self.dom.copy_from_guest(self.vcpu, lin + off, 1)
-            if b is None:
-                if off == 0:
-                    raise Fault(14, 0x11 if not guest_kernel_mode(self.regs) else 0x10,
-                                lin + off)
-                break
-            out += b
+        first = min(n, 0x1000 - (lin & 0xFFF))
+        out = self.dom.copy_from_guest(self.vcpu, lin, first)
+        if out is None:
+            raise Fault(14, 0x10 if guest_kernel_mode(self.regs) else 0x14, lin)
+        if first < n:                           # the rest, if the next page is there
+            more = self.dom.copy_from_guest(self.vcpu, lin + first, n - first)
+            if more is not None:
+                out += more
         return out
 
     def _lin(self, seg: str, addr: int) -> int:
@@ -310,7 +309,7 @@ def emulate_privileged_op(vcpu, regs: dict):
         ins = cpu.decode()
         if ins.opcode in MEM_WRITERS or ins.opcode in (0x8A, 0x8B):
             return None                         # a plain memory access: a real #GP
-        cpu.step()
+        cpu.step(ins)
     except Unhandled as e:
         log.debug("d%d: not emulated: %s", vcpu.dom.domid, e)
         return None
@@ -396,7 +395,7 @@ def fixup_page_fault(vcpu, regs: dict, cr2: int, errcode: int):
         ins = cpu.decode()
         if ins.opcode not in MEM_WRITERS:
             return None
-        cpu.step()
+        cpu.step(ins)
     except Unhandled as e:
         log.debug("d%d: ptwr not emulated: %s", dom.domid, e)
         return None

@@ -56,11 +56,16 @@ class Layout:
             off += size
         self.struct = struct.Struct(fmt)
         self.size = self.struct.size
+        # flat layouts (only integer fields) take the fast paths below
+        self._flat = all(count is None and not is_bytes for _, count, is_bytes in self._names)
+        self._flat_names = tuple(n for n, _, _ in self._names)
         if self.size != self.construct.sizeof():
             raise AssertionError(f"{name}: struct {self.size} != construct {self.construct.sizeof()}")
 
     def unpack(self, buf, offset: int = 0) -> Dict[str, Any]:
         vals = self.struct.unpack_from(buf, offset)
+        if self._flat:
+            return dict(zip(self._flat_names, vals))
         out: Dict[str, Any] = {}
         i = 0
         for fname, count, _ in self._names:
@@ -73,6 +78,9 @@ class Layout:
         return out
 
     def pack(self, values: Dict[str, Any]) -> bytes:
+        if self._flat:
+            get = values.get
+            return self.struct.pack(*[get(n) or 0 for n in self._flat_names])
         flat = []
         for fname, count, is_bytes in self._names:
             v = values.get(fname, b"" if is_bytes else (None if count is None else []))

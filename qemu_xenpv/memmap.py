@@ -51,6 +51,10 @@ class VcpuFrames:
     estack: int         # entry stack page (guest-writable)
     gdt_reserved: int   # Xen's reserved GDT page for this vCPU
     shadow_l3: int      # PAE: the 4 PDPTEs the CPU loads
+    shadow_top: int     # this vCPU's copy of the guest table holding the hole
+                        # (PAE: the L2 under L3[3]; non-PAE: the page directory)
+    pub_view: int       # this vCPU's view of the first public L1: only its
+                        # own entry stack is mapped there
 
 
 @dataclass
@@ -98,7 +102,8 @@ class MachineMemory:
         m2p_l1 = align_up(m2p_pages, 512 if self.pae else 1024) // (512 if self.pae else 1024)
         shim_as = 5 if self.pae else 1
         pub = 2 * (3 if self.pae else 2)
-        per_vcpu = 6 * self.nr_vcpus + 2
+        per_vcpu = 9 * self.nr_vcpus + 2      # priv, pstack (2 + alignment), estack,
+                                               # gdt_reserved, shadow_top, pub_view
         return m2p_pages + m2p_l1 + shim_as + pub + per_vcpu + 4
 
     # ---- allocation of hypervisor frames ----
@@ -165,14 +170,21 @@ class MachineMemory:
         for i in range(self.nr_vcpus):
             v = VcpuFrames(priv=self.alloc(), pstack=self.alloc(2, align=8192),
                            estack=self.alloc(), gdt_reserved=self.alloc(),
-                           shadow_l3=shadow_page + 32 * i if shadow_page else 0)
-            for a in (v.priv, v.estack, v.gdt_reserved):
+                           shadow_l3=shadow_page + 32 * i if shadow_page else 0,
+                           shadow_top=self.alloc(), pub_view=self.alloc())
+            for a in (v.priv, v.estack, v.gdt_reserved, v.shadow_top):
                 ram.zero(a, 4096)
             ram.zero(v.pstack, 8192)
             ram.w32(v.pstack, v.priv)               # this_vcpu() looks here
+            # the per-vCPU view starts as the shared guest view of that L1
+            ram.write(v.pub_view, ram.read(self.guest_pub_l1[PUB_L1_BASE], 4096))
             self.vcpus.append(v)
-            self.map_pub(ram, K.ESTACK_BASE + i * K.ESTACK_STRIDE, v.estack,
-                         guest_rw=True, shim_rw=True)
+            # An entry stack is writable by the guest: map it only in its own
+            # vCPU's view, so no other vCPU can touch a frame the shim checks.
+            est = K.ESTACK_BASE + i * K.ESTACK_STRIDE
+            self._put(ram, v.pub_view, (est - PUB_L1_BASE) >> 12, v.estack | RW)
+            base = est & ~(self.l1_span - 1)
+            self._put(ram, self.shim_pub_l1[base], (est - base) >> 12, v.estack | RW)
             gdt = K.GDT_BASE + i * K.GDT_STRIDE
             for p in range(14):
                 self.map_pub(ram, gdt + p * 4096, self.zero_page, guest_rw=False, shim_rw=False)
@@ -193,14 +205,28 @@ class MachineMemory:
                 extra: int = 0) -> None:
         base = va & ~(self.l1_span - 1)
         idx = (va - base) >> 12
-        self._put(ram, self.guest_pub_l1[base], idx, pa | (RW if guest_rw else RO) | extra)
+        e = pa | (RW if guest_rw else RO) | extra
+        self._put(ram, self.guest_pub_l1[base], idx, e)
         self._put(ram, self.shim_pub_l1[base], idx, pa | (RW if shim_rw else RO) | extra)
+        if base == PUB_L1_BASE:
+            for v in self.vcpus:
+                self._put(ram, v.pub_view, idx, e)
 
     def unmap_pub(self, ram, va: int) -> None:
+        self.map_pub(ram, va, 0, False, False)
         base = va & ~(self.l1_span - 1)
         idx = (va - base) >> 12
         self._put(ram, self.guest_pub_l1[base], idx, 0)
         self._put(ram, self.shim_pub_l1[base], idx, 0)
+        if base == PUB_L1_BASE:
+            for v in self.vcpus:
+                self._put(ram, v.pub_view, idx, 0)
+
+    def vcpu_hole_l2(self, i: int) -> Dict[int, int]:
+        """The hole's L2 slots as vCPU i sees them."""
+        slots = dict(self.hole_l2)
+        slots[self._l2_slot(PUB_L1_BASE)] = self.vcpus[i].pub_view | RW
+        return slots
 
     def _build_shim_as(self, ram) -> None:
         big = PTE_P | PTE_RW | PTE_A | PTE_D | PTE_PSE

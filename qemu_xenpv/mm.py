@@ -97,7 +97,7 @@ class MMU:
         self.hole_l2 = hole_l2          # slot -> entry, installed in Xen L2s
         self.m2p_pa = m2p_pa            # machine address of the M2P table
         self.p2m: array = array("I")    # pfn -> mfn (the domain's own view)
-        self.on_top_level_change: Optional[Callable[[int], None]] = None
+        self.on_entry_written: Optional[Callable[[int, int], None]] = None
         self.max_pages = 0
 
     # ---- M2P / P2M ---------------------------------------------------------
@@ -324,15 +324,18 @@ class MMU:
         if t == PGT_l2:
             if not self.is_guest_l2_slot(mfn, slot):
                 return -EPERM
-            return self._mod(pte_addr, new, preserve_ad, self.get_page_from_l2e,
-                             self.put_page_from_l2e)
+            rc = self._mod(pte_addr, new, preserve_ad, self.get_page_from_l2e,
+                           self.put_page_from_l2e)
+            if rc == 0 and self.on_entry_written:
+                self.on_entry_written(mfn, slot)
+            return rc
         if t == PGT_l3 and self.mode.pae:
             if slot >= 3:
                 return -EINVAL          # the final slot holds Xen's mappings
             rc = self._mod(pte_addr, new, preserve_ad,
                            lambda e: self.get_page_from_l3e(e, slot), self.put_page_from_l3e)
-            if rc == 0 and self.on_top_level_change:
-                self.on_top_level_change(mfn)
+            if rc == 0 and self.on_entry_written:
+                self.on_entry_written(mfn, slot)
             return rc
         if t in (PGT_seg_desc,):
             return -EINVAL

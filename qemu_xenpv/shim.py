@@ -73,12 +73,13 @@ shim_vcpu = Layout(
     ("kernel_sp", U32), ("event_cs", U32), ("event_eip", U32), ("failsafe_cs", U32),
     ("failsafe_eip", U32), ("vcpu_info_pa", U32), ("evtchn_pending_pa", U32),
     ("virq_timer_port", U32), ("bounce_vector", U32), ("bounce_errcode", U32),
-    ("bounce_flags", U32), ("fpu_ts", U32), ("dr", c.Array(8, U32)), ("hole_start", U32),
+    ("bounce_flags", U32), ("fpu_ts", U32), ("dr", c.Array(8, U32)), ("start_ap", U32), ("park", U32),
+    ("hole_start", U32),
     ("timer_deadline", U64), ("wake_deadline", U64), ("periodic_ns", U64),
     ("periodic_next", U64),
     ("stat_entries", U32), ("stat_doorbells", U32), ("stat_upcalls", U32),
     ("stat_timer_irqs", U32), ("stat_kicks", U32), ("stat_blocks", U32),
-    ("in_request", U32), ("deferred_timer", U32),
+    ("in_request", U32), ("deferred_timer", U32), ("kicks_at_post", U32),
     ("traps", c.Bytes(256 * shim_trap.size)),
 )
 

@@ -59,6 +59,7 @@ class VCPU:
         self.last_regs: Optional[dict] = None
         self.calls = 0
         self.blocked = False
+        self.shadow_sources = {}
 
     # ---- service thread ----
     def start(self) -> None:
@@ -145,6 +146,9 @@ class VCPU:
         if kind == K.REQ_BOOT:
             self.dom.on_vcpu_boot(self)
             return 0
+        if kind == K.REQ_PARKED:
+            # VCPUOP_down: sleep until VCPUOP_up clears park (and kicks us)
+            return K.ACT_RETRY if self.mbox.get("park") else 0
         regs = self.mbox.read_regs()
         if kind == K.REQ_EXIT_FAULT:
             cb = self.callbacks.get(abi.CALLBACKTYPE_failsafe)
@@ -221,17 +225,58 @@ class VCPU:
         return 0
 
     def load_cr3(self) -> None:
-        """PAE: the CPU loads a sanitized copy of the guest's 4 L3 entries
-        (PDPTEs accept only P); non-PAE: the guest's L2 directly."""
+        """Build what the CPU loads for this vCPU from the guest's tables.
+
+        PAE: four PDPTEs reduced to P (a native PDPTE accepts nothing else),
+        the fourth pointing at this vCPU's copy of the L2 that holds the
+        hypervisor hole.  Non-PAE: this vCPU's copy of the page directory.
+        The copies carry the guest's own entries below the hole and this
+        vCPU's view of the hole (only its own entry stack is writable);
+        every validated update of the originals is copied in
+        (sync_shadow_entry)."""
+        ram = self.dom.ram
+        mode = self.dom.mode
+        top = self.frames.shadow_top
+        n = mode.first_xen_l2_slot
         if self.dom.pae:
             shadow = self.frames.shadow_l3
-            ram = self.dom.ram
-            for i in range(4):
-                e = ram.r64((self.guest_table << 12) + i * 8)
-                ram.w64(shadow + i * 8, (e & 0x000FFFFFFFFFF000) | (e & 1) if e & 1 else 0)
+            l3 = self.guest_table << 12
+            for i in range(3):
+                e = ram.r64(l3 + i * 8)
+                ram.w64(shadow + i * 8, (e & 0x000FFFFFFFFFF000) | 1 if e & 1 else 0)
+            l2 = mode.addr(ram.r64(l3 + 24))
+            ram.write(top, ram.read(l2, n * 8))
+            for slot, e in self.dom.mem.vcpu_hole_l2(self.vid).items():
+                ram.w64(top + slot * 8, e)
+            ram.w64(shadow + 24, top | 1)
+            self.shadow_sources = {self.guest_table: "l3", l2 >> 12: "l2"}
             self.mbox.set("guest_cr3", shadow)
         else:
-            self.mbox.set("guest_cr3", self.guest_table << 12)
+            pd = self.guest_table << 12
+            ram.write(top, ram.read(pd, n * 4))
+            for slot in range(n, 1024):
+                ram.w32(top + slot * 4, 0)
+            for slot, e in self.dom.mem.vcpu_hole_l2(self.vid).items():
+                ram.w32(top + slot * 4, e)
+            self.shadow_sources = {self.guest_table: "pd"}
+            self.mbox.set("guest_cr3", top)
+
+    def sync_shadow_entry(self, mfn: int, idx: int) -> None:
+        """A validated write to entry idx of guest table mfn: copy it into
+        this vCPU's shadow if the shadow was made from that table."""
+        kind = self.shadow_sources.get(mfn)
+        if kind is None:
+            return
+        ram = self.dom.ram
+        if kind == "l3":
+            if idx < 3:
+                e = ram.r64((mfn << 12) + idx * 8)
+                ram.w64(self.frames.shadow_l3 + idx * 8,
+                        (e & 0x000FFFFFFFFFF000) | 1 if e & 1 else 0)
+        elif idx < self.dom.mode.first_xen_l2_slot:
+            size = 8 if kind == "l2" else 4
+            ram.write(self.frames.shadow_top + idx * size,
+                      ram.read((mfn << 12) + idx * size, size))
 
     def set_gdt(self, frames, entries: int, call) -> int:
         mmu = self.dom.mmu
@@ -246,13 +291,65 @@ class VCPU:
         for m in self.gdt_frames:
             mmu.put_page_and_type(m)
         self.gdt_frames = taken
+        self.map_gdt()
+        call.action |= K.ACT_GDT
+        return 0
+
+    def map_gdt(self) -> None:
+        """This vCPU's GDT window: its frames, read-only, then the zero page."""
         mem = self.dom.mem
         base = K.GDT_BASE + self.vid * K.GDT_STRIDE
         for p in range(14):
-            pa = (taken[p] << 12) if p < len(taken) else mem.zero_page
+            pa = (self.gdt_frames[p] << 12) if p < len(self.gdt_frames) else mem.zero_page
             mem.map_pub(self.dom.ram, base + p * 4096, pa, guest_rw=False, shim_rw=False)
-        call.action |= K.ACT_GDT
         self.mbox.set("gdt_limit", K.GDT_LIMIT)
+
+    def bring_up(self, caller) -> int:
+        """VCPUOP_up: start an initialised vCPU from its vcpu_guest_context,
+        or let a downed one continue."""
+        if self.online:
+            return 0
+        if self.thread is not None:                 # was downed: continue
+            self.online = True
+            self.mbox.set("park", 0)
+            self.kick()
+            return 0
+        ctx = self.context
+        regs = abi.cpu_user_regs.unpack(ctx, abi.vcpu_guest_context_user_regs_off)
+        from .hypercall.traps import fixup_selector
+        regs["cs"] = fixup_selector(regs["cs"])
+        regs["ss"] = fixup_selector(regs["ss"])
+        regs["eflags"] |= 0x200
+        for vec in range(256):
+            ti = abi.trap_info.unpack(ctx, 584 + vec * 8)
+            if ti["address"]:
+                self.set_trap(ti["vector"], ti["flags"], fixup_selector(ti["cs"]), ti["address"])
+        ev_cs, ev_eip, fs_cs, fs_eip = struct.unpack_from("<4I", ctx, 2780)
+        self.set_callback(abi.CALLBACKTYPE_event, fixup_selector(ev_cs), ev_eip, 0)
+        self.set_callback(abi.CALLBACKTYPE_failsafe, fixup_selector(fs_cs), fs_eip, 0)
+        self.dr = list(struct.unpack_from("<8I", ctx, 2748))
+        self.dr[6] = self.dr[6] or 0xFFFF0FF0
+        self.dr[7] = self.dr[7] or 0x00000400
+        self.load_debugregs()
+        self.map_gdt()
+        ldt_base, ldt_ents = struct.unpack_from("<II", ctx, 2632)
+        if ldt_ents:
+            self.set_ldt(ldt_base, ldt_ents)
+        self.load_cr3()
+        self.mbox.write_regs(regs)
+        self.online = True
+        self.start()
+        caller.vcpu.mbox.set("start_ap", self.vid)
+        caller.action |= K.ACT_START_AP
+        return 0
+
+    def bring_down(self) -> int:
+        """VCPUOP_down: the vCPU stops at its next exit from the shim."""
+        if not self.online:
+            return 0
+        self.online = False
+        self.mbox.set("park", 1)
+        self.kick()
         return 0
 
     def set_ldt(self, base: int, ents: int) -> int:

@@ -287,9 +287,10 @@ class Cpu:
         self.set_flags(ARITH_FLAGS, f)
 
     # ---- execution ----
-    def step(self) -> None:
-        """Execute the instruction at EIP, advancing EIP, or raise."""
-        i = self.decode()
+    def step(self, decoded: Optional[Insn] = None) -> None:
+        """Execute the instruction at EIP (decoded already, or now),
+        advancing EIP, or raise."""
+        i = decoded or self.decode()
         op = i.opcode
         handler = EXEC.get(op)
         if handler is None:

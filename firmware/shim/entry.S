@@ -132,7 +132,11 @@ fast_doorbell:
         movl    shim_fast + 0, %eax
         cmpl    $SHIM_DOORBELL_IVSHMEM, %eax
         jne     1f
+        movl    %ebx, %edx                  /* vector = vCPU id (from the mailbox) */
+        subl    $SHIM_ESTACK_BASE, %edx
+        shrl    $13, %edx
         movl    shim_fast + 4, %eax
+        orl     %edx, %eax
         movl    %eax, SHIM_DOORBELL_VA + 12
         ret
 1:      cmpl    $SHIM_DOORBELL_PORT, %eax

@@ -71,6 +71,7 @@ static uint32_t post(struct shim_vcpu *v, uint32_t kind, int *rang)
     uint32_t seq = m->req_seq + 1;
     uint64_t tsc = rdtsc();
 
+    v->kicks_at_post = v->stat_kicks;
     m->req_tsc_lo = (uint32_t)tsc;
     m->req_tsc_hi = (uint32_t)(tsc >> 32);
     m->req_kind = kind;
@@ -281,9 +282,15 @@ static void apply(struct shim_vcpu *v, uint32_t act, uint32_t kind)
             __asm__ __volatile__("movl %0, %%db3" :: "r"(v->dr[3]));
             __asm__ __volatile__("movl %0, %%db7" :: "r"(v->dr[7]));
         }
+        if (act & SHIM_ACT_START_AP)
+            lapic_start_ap(v->start_ap);
         if (act & SHIM_ACT_RETRY) {
+            /* Sleep until any interrupt, then ask again -- unless a kick
+             * already came while we waited for this answer (it may have
+             * been the very wake-up this RETRY waits for). */
             timer_arm(v);
-            sti_hlt_cli();                  /* any interrupt: ask again */
+            if (v->stat_kicks == v->kicks_at_post)
+                sti_hlt_cli();
             act = post_and_wait(v, kind);
             continue;
         }
@@ -322,6 +329,8 @@ static void handle_request(struct shim_vcpu *v, uint32_t kind)
  * frame, stage it on the entry stack and return to the guest. */
 static __attribute__((noreturn)) void leave_to_guest(struct shim_vcpu *v)
 {
+    while (v->park)                         /* VCPUOP_down: wait for up */
+        handle_request(v, SHIM_REQ_PARKED);
     volatile uint8_t *vi = vcpu_info(v);
     if (vi && v->event_cs && vi[0] && !vi[1]) {
         v->stat_upcalls++;

@@ -10,6 +10,8 @@ _Static_assert(__builtin_offsetof(struct shim_boot, status) == SHIM_BOOT_STATUS_
                "head.S knows where status is");
 _Static_assert(sizeof(struct shim_vcpu) <= 4096, "one page per vCPU");
 _Static_assert(sizeof(struct shim_pcpu) == 16, "entry.S indexes by 16");
+_Static_assert(__builtin_offsetof(struct shim_boot, pstack) == SHIM_BOOT_PSTACK_OFF,
+               "head.S knows where pstack is");
 
 struct shim_boot shim_boot __attribute__((section(".data.boot")));
 
@@ -124,6 +126,16 @@ static void cpuid_snapshot(void)
     shim_boot.nr_cpuid = n;
 }
 
+/* A secondary vCPU, on its private stack, paging on (head.S trampoline). */
+void ap_main(uint32_t id)
+{
+    if (id >= shim_boot.nr_vcpus)
+        panic("AP with an unknown APIC id", id, shim_boot.nr_vcpus);
+    gdt_init(id);
+    lapic_init();
+    shim_vcpu_start((struct shim_vcpu *)shim_boot.vcpu[id]);
+}
+
 void shim_main(void)
 {
     if (shim_boot.abi_version != SHIM_ABI_VERSION)
@@ -151,7 +163,9 @@ void shim_main(void)
         for (;;)
             __asm__ __volatile__("cli; hlt");
     }
-    /* Continue on vCPU 0's private stack; the boot stack is not needed again. */
+    /* Continue on vCPU 0's private stack; the boot stack is not needed again.
+     * Other vCPUs start when the guest brings them up (VCPUOP_up): the
+     * trampoline in head.S brings them here, to ap_main(). */
     struct shim_vcpu *v = (struct shim_vcpu *)shim_boot.vcpu[0];
     __asm__ __volatile__("movl %0, %%esp\n\tpushl %1\n\tcall shim_vcpu_start"
                          :: "r"(shim_boot.pstack[0]), "r"(v) : "memory");

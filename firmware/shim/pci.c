@@ -63,11 +63,14 @@ void ivshmem_init(void)
     uint32_t table = pci_read32(bdf, cap + 4);
     if ((table & 7) != 1)
         panic("ivshmem MSI-X table not in BAR1", table, 0);
-    uint32_t entry = shim_boot.ivshmem_bar1 + (table & ~7u);
-    mmio_write32(entry + 0, 0xfee00000u | (lapic_id() << 12));
-    mmio_write32(entry + 4, 0);
-    mmio_write32(entry + 8, SHIM_VEC_KICK);
-    mmio_write32(entry + 12, 0);                        /* unmasked */
+    /* vector n kicks vCPU n (APIC id n) */
+    for (uint32_t n = 0; n < shim_boot.nr_vcpus; n++) {
+        uint32_t entry = shim_boot.ivshmem_bar1 + (table & ~7u) + 16 * n;
+        mmio_write32(entry + 0, 0xfee00000u | (n << 12));
+        mmio_write32(entry + 4, 0);
+        mmio_write32(entry + 8, SHIM_VEC_KICK);
+        mmio_write32(entry + 12, 0);                    /* unmasked */
+    }
     uint32_t ctl = pci_read32(bdf, cap);
     pci_write32(bdf, cap, (ctl & ~(1u << 30)) | (1u << 31)); /* enable, unmask */
 }
@@ -78,7 +81,8 @@ void doorbell_ring(struct shim_vcpu *v)
     switch (shim_boot.doorbell) {
     case SHIM_DOORBELL_IVSHMEM:
         if (shim_boot.ivshmem_bdf != 0xffffffffu)
-            mmio_write32(SHIM_DOORBELL_VA + IVSHMEM_DOORBELL, shim_boot.ivshmem_peer << 16);
+            mmio_write32(SHIM_DOORBELL_VA + IVSHMEM_DOORBELL,
+                         (shim_boot.ivshmem_peer << 16) | v->vcpu_id);
         break;
     case SHIM_DOORBELL_PORT:
         outb((uint16_t)shim_boot.doorbell_port, (uint8_t)v->vcpu_id);

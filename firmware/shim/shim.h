@@ -62,6 +62,7 @@ void timer_arm(struct shim_vcpu *v);
 void timer_irq(struct shim_vcpu *v);
 void lapic_init(void);
 void lapic_eoi(void);
+void lapic_start_ap(uint32_t apic_id);
 uint32_t lapic_id(void);
 
 /* pci.c */

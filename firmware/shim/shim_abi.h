@@ -54,6 +54,8 @@
 
 /* offset of shim_boot.status, for head.S (checked in main.c) */
 #define SHIM_BOOT_STATUS_OFF    308
+#define SHIM_BOOT_PSTACK_OFF    180
+#define SHIM_AP_TRAMPOLINE      0x8000          /* SIPI vector 0x08           */
 
 /* boot flags */
 #define SHIM_BOOT_PAE           (1u << 0)
@@ -79,6 +81,7 @@
 #define SHIM_REQ_BOUNCE_FAULT   5   /* could not write a bounce frame        */
 #define SHIM_REQ_EXIT_FAULT     6   /* iret/segment reload to guest faulted  */
 #define SHIM_REQ_BAD_FRAME      7   /* Python left an invalid guest frame    */
+#define SHIM_REQ_PARKED         8   /* Python asked this vCPU to stop (down) */
 
 /* response actions (Python -> shim), applied in this order on the way out */
 #define SHIM_ACT_CR3            (1u << 0)   /* load guest_cr3                */
@@ -93,6 +96,7 @@
 #define SHIM_ACT_FAILSAFE       (1u << 9)   /* bounce to the failsafe cb     */
 #define SHIM_ACT_EVENTS         (1u << 10)  /* an upcall is due: take the slow exit */
 #define SHIM_ACT_DR             (1u << 11)  /* load debug registers from dr[]  */
+#define SHIM_ACT_START_AP       (1u << 12)  /* INIT-SIPI-SIPI vCPU start_ap    */
 
 /* bounce flags (as Xen's TBF_*) */
 #define SHIM_TBF_ERRCODE        1u
@@ -156,6 +160,8 @@ struct shim_vcpu {
     uint32_t bounce_vector, bounce_errcode, bounce_flags;
     uint32_t fpu_ts;                /* guest's virtual CR0.TS                */
     uint32_t dr[8];                 /* hardware DR0-3 and DR7 for the guest  */
+    uint32_t start_ap;              /* SHIM_ACT_START_AP: which vCPU         */
+    volatile uint32_t park;         /* Python: stop at the next exit (VCPUOP_down) */
     uint32_t hole_start;            /* HYPERVISOR_VIRT_START of this guest   */
     uint64_t timer_deadline;        /* set_timer_op, system ns, 0 = none     */
     uint64_t wake_deadline;         /* RETRY/BLOCK wake-up, 0 = none         */
@@ -166,6 +172,7 @@ struct shim_vcpu {
     uint32_t stat_kicks, stat_blocks;
     volatile uint32_t in_request;   /* a timer IRQ now is deferred            */
     volatile uint32_t deferred_timer;
+    uint32_t kicks_at_post;         /* stat_kicks when the request was posted */
     /* ---- the guest's virtual IDT ---- */
     struct shim_trap traps[256];
 };

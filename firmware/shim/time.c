@@ -24,6 +24,19 @@ static inline void lapic_write(uint32_t reg, uint32_t v) { mmio_write32(LAPIC_BA
 static inline uint32_t lapic_read(uint32_t reg) { return mmio_read32(LAPIC_BASE + reg); }
 
 void lapic_eoi(void) { lapic_write(LAPIC_EOI, 0); }
+
+/* INIT, then SIPI twice, to the vCPU with this APIC id. */
+void lapic_start_ap(uint32_t apic_id)
+{
+    static const uint32_t cmds[3] = { 0x4500, 0x4600 | (SHIM_AP_TRAMPOLINE >> 12),
+                                      0x4600 | (SHIM_AP_TRAMPOLINE >> 12) };
+    for (int i = 0; i < 3; i++) {
+        lapic_write(0x310, apic_id << 24);
+        lapic_write(0x300, cmds[i]);
+        while (lapic_read(0x300) & (1u << 12))     /* delivery pending */
+            cpu_relax();
+    }
+}
 uint32_t lapic_id(void) { return lapic_read(LAPIC_ID) >> 24; }
 
 void lapic_init(void)
@@ -49,25 +62,41 @@ static uint64_t hpet_ns(void)
     return ticks * (hpet_period_fs / 1000000u);
 }
 
-/* ---- TSC scale, as Xen's set_time_scale(): ns = ((tsc << shift) * mul) >> 32 */
-static uint64_t anchor_tsc, anchor_ns, next_refresh_ns, refresh_step_ns;
-static uint32_t scale_mul;
-static int32_t scale_shift;
+/* ---- TSC scale, as Xen's set_time_scale(): ns = ((tsc << shift) * mul) >> 32
+ * The anchor lives in shim_boot (Python reads it too) behind a seqlock:
+ * only vCPU 0 writes it, every vCPU reads it. */
+static uint64_t next_refresh_ns, refresh_step_ns;
 
-/* Publish the anchor for Python (a seqlock: odd while changing). */
-static void publish_anchor(void)
+struct anchor { uint64_t tsc, ns; uint32_t mul; int32_t shift; };
+
+static void read_anchor(struct anchor *a)
+{
+    uint32_t v;
+    do {
+        while ((v = shim_boot.time_version) & 1)
+            cpu_relax();
+        barrier();
+        a->tsc = shim_boot.anchor_tsc;
+        a->ns = shim_boot.anchor_ns;
+        a->mul = shim_boot.tsc_mul;
+        a->shift = shim_boot.tsc_shift;
+        barrier();
+    } while (shim_boot.time_version != v);
+}
+
+static void publish_anchor(uint64_t tsc, uint64_t ns, uint32_t mul, int32_t shift)
 {
     shim_boot.time_version++;
-    barrier();
-    shim_boot.anchor_tsc = anchor_tsc;
-    shim_boot.anchor_ns = anchor_ns;
-    shim_boot.tsc_mul = scale_mul;
-    shim_boot.tsc_shift = scale_shift;
-    barrier();
+    mb();
+    shim_boot.anchor_tsc = tsc;
+    shim_boot.anchor_ns = ns;
+    shim_boot.tsc_mul = mul;
+    shim_boot.tsc_shift = shift;
+    mb();
     shim_boot.time_version++;
 }
 
-static void set_time_scale(uint64_t ticks_per_sec)
+static void time_scale(uint64_t ticks_per_sec, uint32_t *mul, int32_t *shift_out)
 {
     int32_t shift = 0;
     uint64_t tps64 = ticks_per_sec;
@@ -80,24 +109,26 @@ static void set_time_scale(uint64_t ticks_per_sec)
         tps32 <<= 1;
         shift++;
     }
-    scale_mul = (uint32_t)((1000000000ull << 32) / tps32);
-    scale_shift = shift;
+    *mul = (uint32_t)((1000000000ull << 32) / tps32);
+    *shift_out = shift;
 }
 
-static uint64_t scale_delta(uint64_t delta)
+static uint64_t scale_delta(uint64_t delta, uint32_t mul, int32_t shift)
 {
-    if (scale_shift < 0)
-        delta >>= -scale_shift;
+    if (shift < 0)
+        delta >>= -shift;
     else
-        delta <<= scale_shift;
-    uint64_t lo = (uint64_t)(uint32_t)delta * scale_mul;
-    uint64_t hi = (delta >> 32) * scale_mul;
+        delta <<= shift;
+    uint64_t lo = (uint64_t)(uint32_t)delta * mul;
+    uint64_t hi = (delta >> 32) * mul;
     return hi + (lo >> 32);
 }
 
 uint64_t shim_now(void)
 {
-    return anchor_ns + scale_delta(rdtsc() - anchor_tsc);
+    struct anchor a;
+    read_anchor(&a);
+    return a.ns + scale_delta(rdtsc() - a.tsc, a.mul, a.shift);
 }
 
 /* Count TSC and APIC timer ticks over `ns` of HPET time.  An HPET read is
@@ -143,32 +174,36 @@ void time_init(void)
     shim_boot.lapic_khz = (uint32_t)((uint64_t)dapic * 1000000ull / ns);
     if (!shim_boot.lapic_khz)
         shim_boot.lapic_khz = 1000000;
-    set_time_scale(tsc_hz);
-    anchor_tsc = t1;
-    anchor_ns = h1;
+    uint32_t mul;
+    int32_t shift;
+    time_scale(tsc_hz, &mul, &shift);
     shim_boot.boot_tsc = t1;
     shim_boot.boot_ns = h1;
-    publish_anchor();
+    publish_anchor(t1, h1, mul, shift);
     refresh_step_ns = 10000000ull;                  /* 10 ms, then x10 */
     next_refresh_ns = h1 + refresh_step_ns;
 }
 
-/* Re-anchor to the HPET and refine the TSC rate over the whole baseline.
- * Time never goes backwards: the new anchor is at least the old estimate. */
+/* Re-anchor to the HPET and refine the TSC rate over the whole baseline
+ * (vCPU 0 only).  Time never goes backwards: the new anchor is at least
+ * the old estimate. */
 static void time_refresh(void)
 {
+    struct anchor a;
+    read_anchor(&a);
     uint64_t tsc = rdtsc();
-    uint64_t est = anchor_ns + scale_delta(tsc - anchor_tsc);
+    uint64_t est = a.ns + scale_delta(tsc - a.tsc, a.mul, a.shift);
     uint64_t h = hpet_ns();
     uint64_t base = h - shim_boot.boot_ns;
+    uint32_t mul = a.mul;
+    int32_t shift = a.shift;
     if (base > 0)
-        set_time_scale((tsc - shim_boot.boot_tsc) * 1000000000ull / base);
-    anchor_tsc = tsc;
-    anchor_ns = h > est ? h : est;
+        time_scale((tsc - shim_boot.boot_tsc) * 1000000000ull / base, &mul, &shift);
+    uint64_t ns = h > est ? h : est;
     if (refresh_step_ns < 1000000000ull)
         refresh_step_ns *= 10;
-    next_refresh_ns = anchor_ns + refresh_step_ns;
-    publish_anchor();
+    next_refresh_ns = ns + refresh_step_ns;
+    publish_anchor(tsc, ns, mul, shift);
 }
 
 /* Publish the current anchor in the guest's vcpu_info.time (Xen's version
@@ -177,14 +212,16 @@ void time_update_vcpu(struct shim_vcpu *v)
 {
     if (!v->vcpu_info_pa)
         return;
+    struct anchor a;
+    read_anchor(&a);
     volatile uint8_t *ti = (volatile uint8_t *)(v->vcpu_info_pa + 32);
     volatile uint32_t *version = (volatile uint32_t *)ti;
     *version = *version + 1;
     barrier();
-    *(volatile uint64_t *)(ti + 8) = anchor_tsc;
-    *(volatile uint64_t *)(ti + 16) = anchor_ns;
-    *(volatile uint32_t *)(ti + 24) = scale_mul;
-    *(volatile int8_t *)(ti + 28) = (int8_t)scale_shift;
+    *(volatile uint64_t *)(ti + 8) = a.tsc;
+    *(volatile uint64_t *)(ti + 16) = a.ns;
+    *(volatile uint32_t *)(ti + 24) = a.mul;
+    *(volatile int8_t *)(ti + 28) = (int8_t)a.shift;
     *(volatile uint8_t *)(ti + 29) = 0;
     barrier();
     *version = *version + 1;
@@ -192,7 +229,7 @@ void time_update_vcpu(struct shim_vcpu *v)
 
 static uint64_t next_deadline(struct shim_vcpu *v)
 {
-    uint64_t d = next_refresh_ns;
+    uint64_t d = v->vcpu_id == 0 ? next_refresh_ns : ~0ull;
     if (v->timer_deadline && v->timer_deadline < d)
         d = v->timer_deadline;
     if (v->wake_deadline && v->wake_deadline < d)
@@ -207,6 +244,10 @@ void timer_arm(struct shim_vcpu *v)
 {
     uint64_t now = shim_now(), d = next_deadline(v);
     uint64_t delta = d > now ? d - now : 0;
+    if (d == ~0ull) {                       /* nothing to wait for */
+        lapic_write(LAPIC_TMICT, 0);
+        return;
+    }
     uint64_t count = delta * shim_boot.lapic_khz / 1000000u;
     if (count == 0)
         count = 1;
@@ -222,7 +263,7 @@ void timer_irq(struct shim_vcpu *v)
     v->stat_timer_irqs++;
     uint64_t now = shim_now();
     int changed = 0;
-    if (now >= next_refresh_ns) {
+    if (v->vcpu_id == 0 && now >= next_refresh_ns) {
         time_refresh();
         now = shim_now();
         changed = 1;

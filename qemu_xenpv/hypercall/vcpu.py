@@ -57,10 +57,10 @@ def vcpu_op(call, cmd, vcpuid, arg):
     if cmd == 1:                            # up
         if not v.initialised:
             return -EINVAL
-        if v.online:
-            return 0
-        call.dom.log_once("vcpu-up", "VCPUOP_up: secondary vCPUs cannot run in this version")
-        return -ENOSYS
+        return v.bring_up(call)
     if cmd == 2:                            # down
-        return -ENOSYS if v.online else 0
+        rc = v.bring_down()
+        if v is call.vcpu:
+            call.action |= K.ACT_EVENTS     # leave by the slow exit: it parks
+        return rc
     return -ENOSYS

@@ -457,7 +457,7 @@ def test_mod_entry_l3(pae):
     _pae_tree(pae)
     mmu = pae.mmu
     changed = []
-    mmu.on_top_level_change = changed.append
+    mmu.on_entry_written = lambda mfn, idx: changed.append((mfn, idx))
     assert mmu.pin(100, PGT_l3) == 0
     before = pae.get(100, 3)
     assert mmu.mod_entry(pae.addr(100, 3), 0) == -EINVAL
@@ -466,7 +466,7 @@ def test_mod_entry_l3(pae):
     # slots 0-2 may change, and the owner hears of it
     assert mmu.mod_entry(pae.addr(100, 1), (107 << 12) | PTE_P) == 0
     assert pae.counts(107) == (PGT_l2, 1, 1)
-    assert changed == [100]
+    assert changed == [(100, 1)]
     assert mmu.mod_entry(pae.addr(100, 1), (108 << 12) | PTE_P | PTE_PSE) == -EINVAL
     assert pae.get(100, 1) == (107 << 12) | PTE_P
 
