@@ -6,6 +6,8 @@ baseline measured in the same run and the goal it is held to.
   null hypercall  guest-measured round trip of xen_version(XENVER_version),
                   for each doorbell design (ivshmem, an I/O-port debugcon,
                   pure polling)
+  plumbing        XenStore read, event channel ping-pong guest<->guest and
+                  guest<->domain 0, grant copy throughput (bench_plumbing.py)
 """
 
 from __future__ import annotations
@@ -76,6 +78,8 @@ def measure(accel: str, runs: int) -> Dict[str, object]:
                 meds.append(int(m.group(1)) / 1000)
                 p99s.append(int(m.group(2)) / 1000)
             res[f"null_{db}"] = (statistics.median(meds), statistics.median(p99s))
+        from . import bench_plumbing                # XenStore, event channels, grants
+        res.update(bench_plumbing.measure(hv, accel))
     finally:
         hv.shutdown()
     return res
@@ -103,7 +107,8 @@ def table(res: Dict[str, object]) -> List[str]:
         rows.append(f"{'null hypercall p99,    ' + label:<44} {p99:>8.2f}us "
                     f"{'':>18} {'':>7}  <= {GOAL_NULL_P99_US:.0f}us "
                     f"{'ok' if p99 <= GOAL_NULL_P99_US else 'MISSED'}")
-    return rows
+    from . import bench_plumbing
+    return rows + bench_plumbing.rows(res)
 
 
 def main(argv=None) -> int:

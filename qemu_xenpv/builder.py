@@ -60,6 +60,7 @@ class BuildSpec:
     seed: int = 0x5EED
     store_evtchn: int = 1
     console_evtchn: int = 2
+    maxmem_mb: Optional[int] = None     # room to balloon up to (increase_reservation)
 
 
 @dataclass
@@ -81,6 +82,7 @@ class BuiltDomain:
     entry: int
     virt_pgtab_end: int
     extra_mfns: List[int] = field(default_factory=list)
+    free_mfns: List[int] = field(default_factory=list)     # balloon room, owned by nobody
 
 
 def _count_pgtables(pae: bool, vfrom: int, vto: int) -> List[int]:
@@ -154,14 +156,16 @@ def build_pv(spec: BuildSpec, shim: ShimImage, domid: int, ram_factory) -> tuple
         raise ImageError(f"kernel '{img.path}': initial mapping reaches the hypervisor hole")
 
     # ---- the machine ----
-    mem = MachineMemory(shim=shim, pae=pae, guest_pages=nr_pages, extra_pages=EXTRA_PAGES,
-                        nr_vcpus=spec.vcpus)
+    balloon = max(0, (spec.maxmem_mb or 0) * 256 - nr_pages)
+    mem = MachineMemory(shim=shim, pae=pae, guest_pages=nr_pages + balloon,
+                        extra_pages=EXTRA_PAGES, nr_vcpus=spec.vcpus)
     ram = ram_factory(mem.ram_size)
     try:
         mem.build(ram)
         pool = list(mem.pool_mfns())
         guest_mfns = pool[:nr_pages]
-        extra_mfns = pool[nr_pages:]
+        extra_mfns = pool[nr_pages:nr_pages + EXTRA_PAGES]
+        free_mfns = pool[nr_pages + EXTRA_PAGES:]
         if spec.scramble_p2m:
             random.Random(spec.seed).shuffle(guest_mfns)
         p2m = array("I", guest_mfns)
@@ -281,7 +285,7 @@ def build_pv(spec: BuildSpec, shim: ShimImage, domid: int, ram_factory) -> tuple
             shared_info_mfn=shared_info_mfn, store_mfn=store_mfn, console_mfn=console_mfn,
             grant_mfns=grant_mfns, pt_base_va=pt_seg.vstart, l3_mfn=top_mfn,
             stack_top=stack_seg.vend, entry=img.entry, virt_pgtab_end=virt_pgtab_end,
-            extra_mfns=extra_mfns[2:])
+            extra_mfns=extra_mfns[2:], free_mfns=free_mfns)
         for s in segs:
             log.debug("%-12s %#010x-%#010x", s.name, s.vstart, s.vend)
         return ram, built

@@ -100,7 +100,8 @@ class Domain:
         img = cfg.kernel_image
         self.mode = PagingMode(img.is_pae)
         spec = BuildSpec(kernel=img, memory_mb=cfg.memory, vcpus=cfg.vcpus, cmdline=cfg.cmdline,
-                         ramdisk=cfg.ramdisk_bytes, scramble_p2m=self.scramble_p2m)
+                         ramdisk=cfg.ramdisk_bytes, scramble_p2m=self.scramble_p2m,
+                         maxmem_mb=cfg.maxmem)
         shim = self.hv.shim_image()
         ram, built = builder.build_pv(spec, shim, self.domid,
                                       lambda size: GuestRAM(size, f"qemu-xenpv-d{self.domid}"))
@@ -109,7 +110,8 @@ class Domain:
         self.mem = built.mem
         self.mmu = built.mmu
         self.nr_pages = built.nr_pages
-        self.max_pages = cfg.maxmem * 256 if cfg.maxmem else built.nr_pages
+        self.max_pages = max(cfg.maxmem * 256 if cfg.maxmem else 0, built.nr_pages)
+        self.free_mfns = list(built.free_mfns)      # balloon room
         self.shared_info_pa = built.shared_info_mfn << 12
         self.mmu.on_entry_written = self._table_entry_written
 
@@ -317,6 +319,12 @@ class Domain:
     def _table_entry_written(self, mfn: int, idx: int) -> None:
         for v in self.vcpus:
             v.sync_shadow_entry(mfn, idx)
+
+    def special_mfns(self) -> set:
+        """Frames the hypervisor shares with the guest and keeps (shared_info,
+        grant frames, the start-of-day special pages): never ballooned out."""
+        b = self.built
+        return {b.shared_info_mfn, b.store_mfn, b.console_mfn, *b.grant_mfns}
 
     # ---- emulation (qemu_xenpv/emulate.py) ----
     def fixup_page_fault(self, vcpu, regs, cr2, errcode):

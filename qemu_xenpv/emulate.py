@@ -12,7 +12,7 @@ from typing import Optional
 
 from . import abi
 from .descriptors import GUEST_KERNEL_RPL
-from .mm import PGT_l1
+from .mm import PGT_l1, PGT_seg_desc
 from .shim import K
 from .x86emu import Cpu, Fault, Ops, Unhandled, MEM_WRITERS, TF, IF
 
@@ -114,8 +114,19 @@ class PVOps(Ops):
         return 0 if guest_kernel_mode(self.regs) else 4
 
     # ---- I/O: a domU has no ports; reads float high, writes vanish ----
-    def io_ok(self) -> bool:
-        return iopl_ok(self.vcpu, self.regs)
+    def io_ok(self, port: int = None, n: int = 1) -> bool:
+        """guest_io_okay(): the virtual IOPL, else the guest's I/O bitmap
+        (a clear bit allows the port, as in a TSS)."""
+        if iopl_ok(self.vcpu, self.regs):
+            return True
+        bitmap, nr = self.vcpu.iobmp
+        if port is None or not bitmap or port + n > nr:
+            return False
+        data = self.dom.copy_from_guest(self.vcpu, bitmap + (port >> 3), 2)
+        if data is None:
+            return False
+        bits = int.from_bytes(data, "little") >> (port & 7)
+        return bits & ((1 << n) - 1) == 0
 
     def io_in(self, port: int, n: int) -> int:
         return (1 << (8 * n)) - 1
@@ -370,9 +381,36 @@ class PtwrOps(PVOps):
         return cur if lost is None else self.read(seg, addr, n)
 
 
-def fixup_page_fault(vcpu, regs: dict, cr2: int, errcode: int):
-    """fixup_page_fault(): writable page tables for the guest kernel."""
+def ldt_fault(vcpu, cr2: int, errcode: int):
+    """handle_gdt_ldt_mapping_fault(): the CPU touched a page of this vCPU's
+    LDT window that is not mapped yet: map the guest's LDT page there (typed
+    as a descriptor page) and retry, or reflect a #PF at the LDT's address."""
+    base = K.LDT_BASE + vcpu.vid * K.LDT_STRIDE
+    if not base <= cr2 < base + K.LDT_STRIDE or errcode & 4:
+        return None
+    ldt_base, ents = vcpu.ldt
+    off = (cr2 - base) & ~0xFFF
+    if off >= ents * 8:
+        return None
     dom = vcpu.dom
+    pa = dom.mmu.translate(vcpu.guest_table, ldt_base + off, write=False)
+    if pa is None:
+        from .traps import inject
+        return inject(vcpu, 14, errcode & ~1, ldt_base + off + (cr2 & 0xFFF))
+    mfn = pa >> 12
+    if dom.mmu.get_page_and_type(mfn, PGT_seg_desc):
+        from .traps import inject
+        return inject(vcpu, 13, 0)
+    vcpu.ldt_frames.append(mfn)
+    dom.mem.map_pub(dom.ram, base + off, mfn << 12, guest_rw=False, shim_rw=False)
+    return 0
+
+
+def fixup_page_fault(vcpu, regs: dict, cr2: int, errcode: int):
+    """fixup_page_fault(): the LDT window, writable page tables."""
+    dom = vcpu.dom
+    if cr2 >= dom.mode.hole_start:
+        return ldt_fault(vcpu, cr2, errcode)
     if not (dom.vm_assist & (1 << 2)):                      # writable_pagetables
         return None
     if not guest_kernel_mode(regs) or errcode & 0x18 or (errcode & 3) != 3:

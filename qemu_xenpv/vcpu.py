@@ -46,6 +46,7 @@ class VCPU:
         self.ldt = (0, 0)
         self.ldt_frames = []
         self.iopl = 0
+        self.iobmp = (0, 0)                 # PHYSDEVOP_set_iobitmap: (va, nr_ports)
         self.cr4 = 0x20 if getattr(getattr(dom, "mode", None), "pae", True) else 0
         self.dr = [0, 0, 0, 0, 0, 0, 0xFFFF0FF0, 0x00000400]
         self.pat = 0x0007040600070406

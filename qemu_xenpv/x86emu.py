@@ -62,7 +62,7 @@ class Ops:
     def io_out(self, port: int, n: int, val: int) -> None:
         raise Unhandled("out")
 
-    def io_ok(self) -> bool:
+    def io_ok(self, port: int = None, n: int = 1) -> bool:
         return False
 
     def cli_sti(self, enable: bool) -> None:
@@ -530,26 +530,26 @@ def _io_size(op: int, opsize: int) -> int:
 
 
 def _exec_in(cpu: Cpu, i: Insn) -> None:
-    if not cpu.ops.io_ok():
-        raise Fault(13, 0)
     size = _io_size(i.opcode, i.opsize)
     port = i.imm if i.opcode in (0xE4, 0xE5) else cpu.regs["edx"] & 0xFFFF
+    if not cpu.ops.io_ok(port, size):
+        raise Fault(13, 0)
     cpu.set(0, size, cpu.ops.io_in(port, size))
 
 
 def _exec_out(cpu: Cpu, i: Insn) -> None:
-    if not cpu.ops.io_ok():
-        raise Fault(13, 0)
     size = _io_size(i.opcode, i.opsize)
     port = i.imm if i.opcode in (0xE6, 0xE7) else cpu.regs["edx"] & 0xFFFF
+    if not cpu.ops.io_ok(port, size):
+        raise Fault(13, 0)
     cpu.ops.io_out(port, size, cpu.get(0, size))
 
 
 def _exec_ins_outs(cpu: Cpu, i: Insn) -> None:
-    if not cpu.ops.io_ok():
-        raise Fault(13, 0)
     size = _io_size(i.opcode, i.opsize)
     port = cpu.regs["edx"] & 0xFFFF
+    if not cpu.ops.io_ok(port, size):
+        raise Fault(13, 0)
     step = -size if cpu.regs["eflags"] & DF else size
     count = cpu.regs["ecx"] if i.rep else 1
     for _ in range(min(count, 0x10000)):

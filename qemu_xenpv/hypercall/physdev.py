@@ -19,6 +19,14 @@ def physdev_op(call, cmd, arg):
             return -EINVAL
         call.vcpu.iopl = iopl << 12
         return 0
+    if cmd == PHYSDEVOP_set_iobitmap:
+        # struct {handle bitmap; u32 nr_ports}: ports it allows are emulated
+        # (a domU has none: reads float, writes vanish) instead of faulting
+        bitmap, nr_ports = call.read_u32(arg), call.read_u32(arg + 4)
+        if nr_ports > 65536:
+            return -EINVAL
+        call.vcpu.iobmp = (bitmap, nr_ports)
+        return 0
     if cmd in (8, 9, 10, 11, 13, 14, 15, 16):
         return -EPERM
     return -ENOSYS
