@@ -38,6 +38,10 @@ L1_ALLOWED = PTE_P | PTE_RW | PTE_US | PTE_A | PTE_D | PTE_G | abi.PTE_AVAIL
 L2_ALLOWED = PTE_P | PTE_RW | PTE_US | PTE_A | PTE_D | abi.PTE_AVAIL
 L3_ALLOWED_COMPAT = PTE_P | PTE_RW | PTE_US | PTE_A | PTE_D | abi.PTE_AVAIL
 L3_SHADOW_MASK = PTE_P                      # what a native PDPTE may carry
+_L1_BAD_PAE = ~(L1_ALLOWED | _ADDR_PAE) & 0xFFFFFFFFFFFFFFFF
+_L1_BAD_NONPAE = ~(L1_ALLOWED | 0xFFFFFFFF)
+_U32 = __import__("struct").Struct("<I")
+_U64 = __import__("struct").Struct("<Q")
 
 ERESTART = 85                               # internal, never reaches a guest
 
@@ -319,8 +323,7 @@ class MMU:
         t = self.ft.type[mfn] if self.ft.type_count[mfn] else PGT_none
         slot = (pte_addr & 0xFFF) // self.mode.entry_size
         if t == PGT_l1:
-            return self._mod(pte_addr, new, preserve_ad, self.get_page_from_l1e,
-                             self.put_page_from_l1e)
+            return self._mod_l1(pte_addr, new, preserve_ad)
         if t == PGT_l2:
             if not self.is_guest_l2_slot(mfn, slot):
                 return -EPERM
@@ -344,6 +347,35 @@ class MMU:
             return -EINVAL
         self._write_entry(pte_addr, new)
         self.put_page_type(mfn)
+        return 0
+
+    def _mod_l1(self, addr: int, new: int, preserve_ad: bool) -> int:
+        """mod_l1_entry: the hot path of mmu_update, update_va_mapping and
+        writable page tables, written out flat (same rules as _mod)."""
+        mm = self.ram.mm
+        pae = self.mode.pae
+        old = _U64.unpack_from(mm, addr)[0] if pae else _U32.unpack_from(mm, addr)[0]
+        if preserve_ad:
+            new = (new & ~(PTE_A | PTE_D)) | (old & (PTE_A | PTE_D))
+        if new & PTE_P:
+            if new & (_L1_BAD_PAE if pae else _L1_BAD_NONPAE):
+                return -EINVAL
+            if old & PTE_P and ((old ^ new) & (_ADDR_PAE | PTE_RW)) == 0:
+                # same frame, same writability: only the flags change
+                if pae:
+                    _U64.pack_into(mm, addr, new)
+                else:
+                    _U32.pack_into(mm, addr, new)
+                return 0
+            rc = self.get_page_from_l1e(new)
+            if rc:
+                return rc
+        if pae:
+            _U64.pack_into(mm, addr, new)
+        else:
+            _U32.pack_into(mm, addr, new)
+        if old & PTE_P:
+            self.put_page_from_l1e(old)
         return 0
 
     def _mod(self, addr: int, new: int, preserve_ad: bool, get, put) -> int:

@@ -5,9 +5,10 @@ from .. import abi
 from ..abi import EINVAL, EPERM, ESRCH, ENOSYS, EACCES, EFAULT
 from ..mm import PGT_l1, PGT_l2, PGT_l3, PGT_writable
 from ..shim import K
-from . import hypercall
+from . import hypercall, GuestFault
 
 MMU_UPDATE_PREEMPTED = 1 << 31
+_REQ = __import__("struct").Struct("<QQ")
 
 
 def _foreign_ok(call, domid: int) -> int:
@@ -31,9 +32,19 @@ def mmu_update(call, reqs, count, done_ptr, foreigndom):
     count &= ~MMU_UPDATE_PREEMPTED
     mmu = call.dom.mmu
     done = 0
+    if count > 0x10000:
+        return -EINVAL
+    try:
+        batch = list(_REQ.iter_unpack(call.read(reqs, count * 16))) if count else []
+    except GuestFault:
+        batch = None                        # read entry by entry: fail where Xen fails
     for i in range(count):
-        req = call.read_struct(abi.mmu_update, reqs + i * 16)
-        cmd, ptr, val = req["ptr"] & 3, req["ptr"] & ~3, req["val"]
+        if batch is not None:
+            ptr, val = batch[i]
+        else:
+            req = call.read_struct(abi.mmu_update, reqs + i * 16)
+            ptr, val = req["ptr"], req["val"]
+        cmd, ptr = ptr & 3, ptr & ~3
         if cmd in (abi.MMU_NORMAL_PT_UPDATE, abi.MMU_PT_UPDATE_PRESERVE_AD):
             if ptr >= call.dom.ram.size:
                 rc = -EPERM
