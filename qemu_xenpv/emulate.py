@@ -164,7 +164,7 @@ class PVOps(Ops):
                 raise Fault(13, 0)
             self.action |= K.ACT_CR3
         elif n == 4:
-            v.cr4 = (val & CR4_DE) | (CR4_PAE if self.dom.pae else 0)
+            v.cr4 = (val & CR4_DE) | (CR4_PAE if self.dom.pae else 0) | 0x600
         else:
             raise Fault(6)
 

@@ -26,7 +26,7 @@ _start:
         movl    12(%ebx), %eax
         movl    %eax, %cr3
         movl    %cr0, %eax
-        orl     $0x80010001, %eax       /* PG | WP | PE */
+        orl     $0x80050023, %eax       /* PG | AM | WP | NE | MP | PE */
         andl    $~0x6000000c, %eax      /* caches on (CD, NW), TS, EM off */
         movl    %eax, %cr0
         jmp     3f
@@ -69,7 +69,7 @@ ap_pm32:
         movl    12(%ebx), %eax
         movl    %eax, %cr3
         movl    %cr0, %eax
-        orl     $0x80010001, %eax
+        orl     $0x80050023, %eax
         andl    $~0x6000000c, %eax
         movl    %eax, %cr0
         jmp     2f

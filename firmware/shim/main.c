@@ -91,6 +91,20 @@ static void idt_init(void)
 
 void shim_vcpu_start(struct shim_vcpu *v);
 
+/* The CPU's SIMD state is the guest's: FXSAVE and SSE exceptions on (#XM),
+ * as Xen runs PV guests, when the CPU has them. */
+static void cr4_features(void)
+{
+    uint32_t a, b, c, d, cr4;
+    __asm__ __volatile__("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(1), "c"(0));
+    __asm__ __volatile__("movl %%cr4, %0" : "=r"(cr4));
+    if (d & (1u << 24))
+        cr4 |= 1u << 9;                         /* OSFXSR */
+    if (d & (1u << 25))
+        cr4 |= 1u << 10;                        /* OSXMMEXCPT */
+    __asm__ __volatile__("movl %0, %%cr4" :: "r"(cr4));
+}
+
 static void cpuid(uint32_t leaf, uint32_t subleaf, uint32_t r[4])
 {
     __asm__ __volatile__("cpuid" : "=a"(r[0]), "=b"(r[1]), "=c"(r[2]), "=d"(r[3])
@@ -131,6 +145,7 @@ void ap_main(uint32_t id)
 {
     if (id >= shim_boot.nr_vcpus)
         panic("AP with an unknown APIC id", id, shim_boot.nr_vcpus);
+    cr4_features();
     gdt_init(id);
     lapic_init();
     shim_vcpu_start((struct shim_vcpu *)shim_boot.vcpu[id]);
@@ -152,6 +167,7 @@ void shim_main(void)
     shim_fast.doorbell_port = shim_boot.doorbell_port;
     shim_fast.spin_loops = shim_boot.spin_loops ? shim_boot.spin_loops : 1;
     cpuid_snapshot();
+    cr4_features();
     idt_init();
     gdt_init(0);
     lapic_init();
