@@ -168,6 +168,12 @@ class Domain:
         v0.mbox.set("kernel_sp", built.stack_top)
         if self.pae:
             self.vm_assist |= 1 << 3                    # pae_extended_cr3
+        self.sync_fast_paths()
+
+    def sync_fast_paths(self) -> None:
+        """Tell every vCPU's shim which cases it may answer itself."""
+        for v in self.vcpus:
+            v.sync_fast_paths()
 
     def now_ns(self, tsc: int) -> int:
         """System time at guest TSC `tsc`, from the shim's published anchor."""
@@ -525,8 +531,13 @@ class Domain:
                 + (f": it ended ({self.end_reason})" if wait and self.end_reason else "")}
 
     async def _until_not_alive(self) -> None:
-        """xl's "wait for shutdown or death" (a reboot makes a new Domain)."""
+        """xl's "wait for shutdown or death": until this Domain has shut down
+        and, unless it is preserved, been torn down (a reboot makes a new one)."""
         while self.alive:
+            await asyncio.sleep(0.02)
+        action = {"poweroff": self.config.on_poweroff, "reboot": self.config.on_reboot,
+                  "crash": self.config.on_crash}.get(self.end_reason, "destroy")
+        while action != "preserve" and self.state != DEAD:
             await asyncio.sleep(0.02)
 
     async def request_sysrq(self, key: str) -> dict:

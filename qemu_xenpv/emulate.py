@@ -209,6 +209,9 @@ class PVOps(Ops):
         v.load_debugregs()
 
     # ---- MSRs: what a PV domU may see (guest_rdmsr) ----
+    READABLE_MSRS = (MSR_EFER, MSR_PAT, MSR_DEBUGCTL, MSR_PLATFORM_INFO,
+                     MSR_MISC_FEATURES_ENABLES, MSR_UCODE_REV)
+
     def rdmsr(self, idx: int) -> int:
         v = self.vcpu
         if idx == MSR_EFER:
@@ -231,12 +234,20 @@ class PVOps(Ops):
             if any(((val >> (8 * i)) & 0xFF) not in (0, 1, 4, 5, 6, 7) for i in range(8)):
                 raise Fault(13, 0)
             v.pat = val
+            v.sync_fast_paths()             # the shim answers rdmsr(PAT)
             return
         if idx == MSR_DEBUGCTL and val == 0:
             return
         if idx == MSR_MISC_FEATURES_ENABLES and val == 0:
             return
         raise Fault(13, 0)
+
+
+def fast_msr_table(vcpu):
+    """[(index, value)] of every MSR rdmsr may read, for the shim to answer
+    alone; every other index is a #GP there as here."""
+    ops = PVOps(vcpu, {})
+    return [(i, ops.rdmsr(i)) for i in PVOps.READABLE_MSRS]
 
 
 def cpuid(vcpu, leaf: int, subleaf: int):

@@ -6,6 +6,7 @@ and the per-vCPU mailbox accessors."""
 from __future__ import annotations
 
 import re
+import struct
 from functools import lru_cache
 from typing import Dict
 
@@ -80,6 +81,8 @@ shim_vcpu = Layout(
     ("stat_entries", U32), ("stat_doorbells", U32), ("stat_upcalls", U32),
     ("stat_timer_irqs", U32), ("stat_kicks", U32), ("stat_blocks", U32),
     ("in_request", U32), ("deferred_timer", U32), ("kicks_at_post", U32),
+    ("stat_fast", U32), ("fast_flags", U32), ("nr_fast_msrs", U32),
+    ("fast_msrs", c.Array(8 * 3, U32)),         # {idx, lo, hi}[SHIM_MAX_FAST_MSRS]
     ("traps", c.Bytes(256 * shim_trap.size)),
 )
 
@@ -95,6 +98,8 @@ shim_boot = Layout(
     ("time_version", U32), ("_pad", U32), ("anchor_tsc", U64), ("anchor_ns", U64),
     ("panic", c.Bytes(160)),
 )
+
+_U32x3 = struct.Struct("<III")
 
 V = shim_vcpu.offsets           # private per-vCPU state
 M = shim_mbox.offsets           # the mailbox at the bottom of the entry-stack page
@@ -186,6 +191,14 @@ class Mailbox:
 
     def req_tsc(self) -> int:
         return self.ram.r64(self.base + M["req_tsc_lo"])
+
+    def set_fast_msrs(self, table) -> None:
+        """[(index, value)]: the MSRs the shim answers a rdmsr for."""
+        if len(table) > K.MAX_FAST_MSRS:
+            raise ValueError("too many fast MSRs")
+        data = b"".join(_U32x3.pack(i, v & 0xFFFFFFFF, v >> 32) for i, v in table)
+        self.ram.write(self.priv + V["fast_msrs"], data)
+        self.ram.w32(self.priv + V["nr_fast_msrs"], len(table))
 
     def set_trap(self, vector: int, cs: int, flags: int, eip: int) -> None:
         self.ram.write(self.priv + V["traps"] + vector * shim_trap.size,

@@ -189,6 +189,21 @@ class VCPU:
         if self.poll_ports is not None and port in self.poll_ports:
             self.kick()
 
+    # ---- fast paths the shim takes alone ----
+    def sync_fast_paths(self) -> None:
+        """The iret hypercall and rdmsr are answered in the shim from what we
+        write here, except when every call must reach Python: a hypercall
+        trace, or architectural IOPL (iret then sets the virtual IOPL)."""
+        from .emulate import fast_msr_table
+        dom = self.dom
+        flags = 0
+        if dom.tracer is None:
+            flags |= K.FAST_RDMSR
+            if not dom.vm_assist & (1 << 4):             # architectural_iopl
+                flags |= K.FAST_IRET
+        self.mbox.set_fast_msrs(fast_msr_table(self))
+        self.mbox.set("fast_flags", flags)
+
     # ---- trap table and callbacks ----
     def clear_traps(self) -> None:
         self.traps.clear()

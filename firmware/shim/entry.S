@@ -67,7 +67,11 @@ hypercall_entry:
         movl    %eax, %ds
         movl    %eax, %es
         cld
-        movl    %esp, %ebx
+        cmpl    $SHIM_HYPERCALL_IRET, 24(%esp)
+        jne     6f
+        pushl   $2                      /* iret: the shim's own, unposted */
+        jmp     hypercall_slow
+6:      movl    %esp, %ebx
         andl    $~0xfff, %ebx           /* the mailbox: bottom of this page */
         movl    $SHIM_REQ_HYPERCALL, 4(%ebx)
         rdtsc

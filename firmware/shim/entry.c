@@ -131,13 +131,17 @@ static __attribute__((noreturn)) void halt_forever(void)
 }
 
 /* ---- guest memory through the guest's own page tables ------------------
- * A supervisor write with CR0.WP set, as the CPU would make it: every level
- * present and writable, accessed and dirty bits set.  Returns 0 on a fault. */
-static volatile uint32_t *guest_wptr(struct shim_vcpu *v, uint32_t va)
+ * A supervisor access as the CPU would make it (writes with CR0.WP set):
+ * every level present (and writable for a write), accessed and, for a
+ * write, dirty bits set.  Aligned words below the hole only; 0 on a fault. */
+static volatile uint32_t *guest_ptr(struct shim_vcpu *v, uint32_t va, int write)
 {
+    uint32_t need = write ? (PTE_P | PTE_RW) : PTE_P;
+    uint32_t ad = write ? (PTE_A | PTE_D) : PTE_A;
+    uint32_t l1pa;
+
     if (va >= v->hole_start || (va & 3))
         return 0;
-    uint32_t l1pa;
     if (shim_boot.flags & SHIM_BOOT_PAE) {
         volatile uint64_t *l3 = (volatile uint64_t *)(v->guest_cr3 & ~31u);
         uint64_t e3 = l3[va >> 30];
@@ -146,38 +150,39 @@ static volatile uint32_t *guest_wptr(struct shim_vcpu *v, uint32_t va)
         volatile uint64_t *l2 = (volatile uint64_t *)((uint32_t)e3 & ~0xfffu);
         volatile uint64_t *p2 = &l2[(va >> 21) & 511];
         uint64_t e2 = *p2;
-        if ((e2 & (PTE_P | PTE_RW | PTE_PS)) != (PTE_P | PTE_RW) || (e2 >> 32) ||
+        if ((e2 & (need | PTE_PS)) != need || (e2 >> 32) ||
             ((uint32_t)e2 & ~0xfffu) >= shim_boot.mem_top)
             return 0;
         volatile uint64_t *l1 = (volatile uint64_t *)((uint32_t)e2 & ~0xfffu);
         volatile uint64_t *p1 = &l1[(va >> 12) & 511];
         uint64_t e1 = *p1;
-        if ((e1 & (PTE_P | PTE_RW)) != (PTE_P | PTE_RW) || (e1 >> 32))
+        if ((e1 & need) != need || (e1 >> 32))
             return 0;
         if (!(e2 & PTE_A))
             test_and_set_bit(5, (volatile void *)p2);
-        if ((e1 & (PTE_A | PTE_D)) != (PTE_A | PTE_D)) {
+        if ((e1 & ad) != ad) {
             test_and_set_bit(5, (volatile void *)p1);
-            test_and_set_bit(6, (volatile void *)p1);
+            if (write)
+                test_and_set_bit(6, (volatile void *)p1);
         }
         l1pa = (uint32_t)e1 & ~0xfffu;
     } else {
         volatile uint32_t *l2 = (volatile uint32_t *)(v->guest_cr3 & ~0xfffu);
         volatile uint32_t *p2 = &l2[va >> 22];
         uint32_t e2 = *p2;
-        if ((e2 & (PTE_P | PTE_RW | PTE_PS)) != (PTE_P | PTE_RW) ||
-            (e2 & ~0xfffu) >= shim_boot.mem_top)
+        if ((e2 & (need | PTE_PS)) != need || (e2 & ~0xfffu) >= shim_boot.mem_top)
             return 0;
         volatile uint32_t *l1 = (volatile uint32_t *)(e2 & ~0xfffu);
         volatile uint32_t *p1 = &l1[(va >> 12) & 1023];
         uint32_t e1 = *p1;
-        if ((e1 & (PTE_P | PTE_RW)) != (PTE_P | PTE_RW))
+        if ((e1 & need) != need)
             return 0;
         if (!(e2 & PTE_A))
             test_and_set_bit(5, p2);
-        if ((e1 & (PTE_A | PTE_D)) != (PTE_A | PTE_D)) {
+        if ((e1 & ad) != ad) {
             test_and_set_bit(5, p1);
-            test_and_set_bit(6, p1);
+            if (write)
+                test_and_set_bit(6, p1);
         }
         l1pa = e1 & ~0xfffu;
     }
@@ -188,10 +193,19 @@ static volatile uint32_t *guest_wptr(struct shim_vcpu *v, uint32_t va)
 
 static int guest_put(struct shim_vcpu *v, uint32_t va, uint32_t val)
 {
-    volatile uint32_t *p = guest_wptr(v, va);
+    volatile uint32_t *p = guest_ptr(v, va, 1);
     if (!p)
         return -1;
     *p = val;
+    return 0;
+}
+
+static int guest_get(struct shim_vcpu *v, uint32_t va, uint32_t *val)
+{
+    volatile uint32_t *p = guest_ptr(v, va, 0);
+    if (!p)
+        return -1;
+    *val = *p;
     return 0;
 }
 
@@ -254,6 +268,76 @@ static void bounce_or_crash(struct shim_vcpu *v, uint32_t cs, uint32_t eip,
         handle_request(v, SHIM_REQ_BOUNCE_FAULT);   /* Python crashes the domain */
         halt_forever();
     }
+}
+
+/* ---- fast paths: what Xen does for these without Python's policy ------
+ * Each returns 0 when done and -1 to leave the case to Python, which then
+ * gives the full answer (including crashing the domain). */
+
+/* The iret hypercall (compat_iret): pop {eax, eip, cs, eflags[, esp, ss]}
+ * from the guest stack; the upcall mask follows the popped EFLAGS.IF. */
+static int fast_iret(struct shim_vcpu *v)
+{
+    struct xen_regs *r = estack_frame(v);
+    volatile uint8_t *vi = vcpu_info(v);
+    uint32_t esp = r->esp, f[6];
+
+    if (!(v->fast_flags & SHIM_FAST_IRET) || !vi)
+        return -1;
+    for (int i = 0; i < 4; i++)
+        if (guest_get(v, esp + 4 * i, &f[i]))
+            return -1;
+    uint32_t cs = f[2] & 0xffffu, eflags = f[3];
+    if ((eflags & EFLAGS_VM) || !(cs & 3))
+        return -1;
+    if ((cs & 3) != 1 && (guest_get(v, esp + 16, &f[4]) || guest_get(v, esp + 20, &f[5])))
+        return -1;
+    r->eax = f[0];
+    r->eip = f[1];
+    r->cs = (uint16_t)cs;
+    r->eflags = (eflags & SHIM_EFLAGS_ALL & ~EFLAGS_IOPL) | EFLAGS_IF | 2;
+    if ((cs & 3) == 1) {
+        r->esp = esp + 16;
+    } else {
+        r->esp = f[4];
+        r->ss = f[5];
+    }
+    vi[1] = (eflags & EFLAGS_IF) ? 0 : 1;       /* evtchn_upcall_mask */
+    v->stat_fast++;
+    return 0;
+}
+
+/* #GP(0) from `rdmsr` in the guest kernel: answer the MSRs Python listed,
+ * reflect #GP for every other one (Xen's guest_rdmsr for a PV domU). */
+static int fast_rdmsr(struct shim_vcpu *v, struct xen_regs *r)
+{
+    uint32_t w0, w1;
+
+    if (!(v->fast_flags & SHIM_FAST_RDMSR) || r->error_code ||
+        r->cs != SHIM_FLAT_RING1_CS || (r->eflags & EFLAGS_TF))
+        return -1;
+    if (guest_get(v, r->eip & ~3u, &w0) || guest_get(v, (r->eip & ~3u) + 4, &w1))
+        return -1;
+    uint64_t bytes = ((uint64_t)w1 << 32 | w0) >> (8 * (r->eip & 3));
+    if ((bytes & 0xffffu) != 0x320f)            /* 0f 32: rdmsr, no prefix */
+        return -1;
+    for (uint32_t i = 0; i < v->nr_fast_msrs && i < SHIM_MAX_FAST_MSRS; i++) {
+        if (v->fast_msrs[i].idx == r->ecx) {
+            r->eax = v->fast_msrs[i].lo;
+            r->edx = v->fast_msrs[i].hi;
+            r->eip += 2;
+            r->eflags &= ~EFLAGS_RF;
+            v->stat_fast++;
+            return 0;
+        }
+    }
+    struct shim_trap *t = &v->traps[13];
+    if (!(t->cs & ~3u))
+        return -1;                              /* no handler: Python crashes it */
+    v->stat_fast++;
+    bounce_or_crash(v, t->cs, t->eip,
+                    SHIM_TBF_ERRCODE | ((t->flags & SHIM_TI_IF) ? SHIM_TBF_INTERRUPT : 0), 0);
+    return 0;
 }
 
 /* Python answered `act` to a request of `kind`: apply its decision. */
@@ -372,6 +456,8 @@ void shim_guest_entry(struct xen_regs *frame)
     } else if (vec == SHIM_VEC_KICK) {
         lapic_eoi();
         v->stat_kicks++;
+    } else if (vec == 13 && !fast_rdmsr(v, frame)) {
+        /* answered without Python */
     } else if (vec < 32) {
         struct shim_mbox *m = mbox(v);
         m->trap_vector = vec;
@@ -391,8 +477,9 @@ void shim_guest_entry(struct xen_regs *frame)
 }
 
 /* The hypercall fast path (entry.S) posted the request and either gave up
- * spinning (unanswered) or got an answer that needs more than an iret. */
-void shim_hypercall_slow(struct xen_regs *frame, int unanswered)
+ * spinning (how = 1) or got an answer that needs more than an iret (0);
+ * or it left the iret hypercall to us unposted (2). */
+void shim_hypercall_slow(struct xen_regs *frame, int how)
 {
     struct shim_vcpu *v = this_vcpu();
     struct shim_mbox *m = mbox(v);
@@ -401,7 +488,9 @@ void shim_hypercall_slow(struct xen_regs *frame, int unanswered)
     v->stat_entries++;
     frame->saved_upcall_mask = 0;
     frame->_pad0 = 0;
-    if (unanswered)
+    if (how == 2)
+        act = fast_iret(v) ? post_and_wait(v, SHIM_REQ_HYPERCALL) : 0;
+    else if (how == 1)
         act = wait_answer(v, m->req_seq, 1);
     else
         act = m->resp_action;

@@ -107,6 +107,16 @@
 #define SHIM_TI_DPL_MASK        3u
 #define SHIM_TI_IF              4u
 
+/* Fast paths the shim takes without asking Python (shim_vcpu.fast_flags);
+ * Python turns them off where its own handling must see every event
+ * (--trace-hypercalls, VMASST_TYPE_architectural_iopl).                   */
+#define SHIM_FAST_IRET          (1u << 0)   /* the iret hypercall            */
+#define SHIM_FAST_RDMSR         (1u << 1)   /* rdmsr #GP from FLAT_RING1_CS  */
+#define SHIM_MAX_FAST_MSRS      8           /* readable MSRs the shim answers */
+#define SHIM_HYPERCALL_IRET     23          /* __HYPERVISOR_iret             */
+#define SHIM_FLAT_RING1_CS      0xe019      /* FLAT_RING1_CS (x86_32)        */
+#define SHIM_EFLAGS_ALL         0x3f7fd5u   /* what an iret may set, as Xen  */
+
 #ifndef __ASSEMBLER__
 #include <stdint.h>
 
@@ -173,6 +183,11 @@ struct shim_vcpu {
     volatile uint32_t in_request;   /* a timer IRQ now is deferred            */
     volatile uint32_t deferred_timer;
     uint32_t kicks_at_post;         /* stat_kicks when the request was posted */
+    uint32_t stat_fast;             /* irets and rdmsrs done without Python   */
+    /* ---- fast paths (Python writes; the shim only reads) ---- */
+    uint32_t fast_flags;            /* SHIM_FAST_*                            */
+    uint32_t nr_fast_msrs;
+    struct { uint32_t idx, lo, hi; } fast_msrs[SHIM_MAX_FAST_MSRS];
     /* ---- the guest's virtual IDT ---- */
     struct shim_trap traps[256];
 };

@@ -15,9 +15,11 @@ def vm_assist(call, cmd, vtype):
         return -EINVAL
     if cmd == abi.VMASST_CMD_enable:
         call.dom.vm_assist |= 1 << vtype
+        call.dom.sync_fast_paths()
         return 0
     if cmd == abi.VMASST_CMD_disable:
         call.dom.vm_assist &= ~(1 << vtype)
+        call.dom.sync_fast_paths()
         return 0
     return -ENOSYS
 
