@@ -318,8 +318,11 @@ class Domain:
         return self.machine.kick_fd(vid) if self.machine else -1
 
     def flush_other_vcpus(self, me: VCPU) -> None:
+        """Kick the others into the shim, whose exit reloads CR3; one that is
+        inside a request now gets ACT_CR3 with its answer (need_flush)."""
         for v in self.vcpus:
             if v is not me and v.online:
+                v.need_flush = True
                 v.kick()
 
     def _table_entry_written(self, mfn: int, idx: int) -> None:

@@ -61,6 +61,7 @@ class VCPU:
         self.last_regs: Optional[dict] = None
         self.calls = 0
         self.blocked = False
+        self.need_flush = False             # another vCPU flushed the TLBs
         self.shadow_sources = {}
 
     # ---- service thread ----
@@ -97,6 +98,9 @@ class VCPU:
                 self.in_call = True
                 try:
                     action = self._handle(kind, args)
+                    if self.need_flush:
+                        self.need_flush = False
+                        action |= K.ACT_CR3
                 except Exception as e:          # a hypervisor bug must not kill the process
                     log.exception("vCPU %d.%d: internal error", self.dom.domid, self.vid)
                     self.dom.crash(f"internal hypervisor error: {e!r}", self)

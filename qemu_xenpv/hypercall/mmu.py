@@ -66,9 +66,11 @@ def mmu_update(call, reqs, count, done_ptr, foreigndom):
     return rc
 
 
-def _flush_others(call, flags: int) -> None:
-    """Our own TLB is flushed on every return (each exit reloads CR3);
-    other vCPUs flush when kicked into the shim."""
+def _flush(call, flags: int) -> None:
+    """UVMF_TLB_FLUSH / UVMF_INVLPG: our own TLB is flushed by the CR3 reload
+    of the slow exit (the fast exit keeps the TLB); other vCPUs flush when
+    kicked into the shim."""
+    call.action |= K.ACT_CR3
     if flags & abi.UVMF_ALL or (flags & ~abi.UVMF_FLUSHTYPE_MASK):
         call.dom.flush_other_vcpus(call.vcpu)
 
@@ -85,7 +87,7 @@ def do_update_va_mapping(call, va: int, pte: int, flags: int) -> int:
         return -EINVAL
     rc = dom.mmu.mod_entry(pl1e, pte)
     if rc == 0 and flags & abi.UVMF_FLUSHTYPE_MASK:
-        _flush_others(call, flags)
+        _flush(call, flags)
     return rc
 
 
@@ -145,8 +147,10 @@ def _mmuext_one(call, cmd: int, arg1: int, arg2: int) -> int:
             call.action |= K.ACT_CR3
         return rc
     if cmd in (6, 7):                                   # TLB_FLUSH_LOCAL, INVLPG_LOCAL
+        call.action |= K.ACT_CR3
         return 0
     if cmd in (8, 9, 10, 11):                           # *_MULTI, *_ALL
+        call.action |= K.ACT_CR3
         dom.flush_other_vcpus(v)
         return 0
     if cmd in (12, 18):                                 # FLUSH_CACHE(_GLOBAL)
