@@ -125,6 +125,12 @@ class VCPU:
             except DomainCrash as e:
                 self.dom.crash(e.reason, self, call.regs)
                 return K.ACT_HALT
+            if call.action & K.ACT_RETRY:
+                # asked again later: no result yet, the arguments stay (or
+                # point past what is done: a multicall's continuation)
+                if call.regs_loaded:
+                    self.mbox.write_regs(call.regs)
+                return call.action
             mm = self.dom.ram.mm
             if call.regs_loaded:
                 regs = call.regs

@@ -36,6 +36,12 @@ def multicall(call, call_list, nr_calls):
         call.write_u32(va + 4, res)
         if call.dom.tracer is not None:
             call.dom.tracer.record(sub, fam, res)
+        if sub.action & K.ACT_RETRY:
+            # the entry sleeps (SCHEDOP_poll) and is asked again: continue
+            # the multicall from it, as Xen's hypercall continuation does
+            r = call.regs
+            r["ebx"], r["ecx"] = va, nr_calls - i
+            return 0
         if sub.action & STOP:
             break
     return 0
