@@ -58,6 +58,17 @@ def register_dump(dom, vcpu, r: dict) -> List[str]:
            f"cr2: {dom.ram.r32(vcpu.vcpu_info_pa + 8):08x}   cr3: {(vcpu.guest_table or 0) << 12:08x}",
            f"ds: {r['ds'] & 0xffff:04x}   es: {r['es'] & 0xffff:04x}   fs: {r['fs'] & 0xffff:04x}   "
            f"gs: {r['gs'] & 0xffff:04x}   ss: {r['ss'] & 0xffff:04x}   cs: {r['cs'] & 0xffff:04x}"]
+    try:
+        last = {f: vcpu.mbox.get("last_trap_" + f) for f in ("vector", "errcode", "eip", "cs", "cr2")}
+    except Exception:
+        last = {"vector": 0}
+    if last["vector"]:
+        vec = last["vector"] - 1
+        from .traps import VECTOR_NAMES
+        out.append(f"Last exception bounced to the guest: {vec} "
+                   f"({VECTOR_NAMES.get(vec, 'vector')}), error code {last['errcode']:#x}"
+                   + (f", cr2 {last['cr2']:08x}" if vec == 14 else ""))
+        out.append(f"    at {last['cs'] & 0xffff:04x}:{loc(last['eip'])}")
     stack = dom.copy_from_guest(vcpu, r["esp"], 64) if vcpu.guest_table else None
     if stack:
         out.append(f"Guest stack trace from esp={r['esp']:08x}:")

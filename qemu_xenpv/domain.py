@@ -155,6 +155,7 @@ class Domain:
             mb.set("mbox", K.ESTACK_BASE + v.vid * K.ESTACK_STRIDE)
             mb.set("hole_start", self.mode.hole_start)
             mb.set("vcpu_info_pa", v.vcpu_info_pa)
+            v.map_vinfo()
             mb.set("evtchn_pending_pa", self.shared_info_pa)
             mb.set("gdt_limit", K.GDT_LIMIT)
             mb.set64("periodic_ns", 10_000_000)         # Xen's PV default: 10 ms

@@ -183,6 +183,8 @@ class MachineMemory:
             # vCPU's view, so no other vCPU can touch a frame the shim checks.
             est = K.ESTACK_BASE + i * K.ESTACK_STRIDE
             self._put(ram, v.pub_view, (est - PUB_L1_BASE) >> 12, v.estack | RW)
+            # its struct shim_vcpu, read-only, for the guest-view fast paths
+            self._put(ram, v.pub_view, (est + K.GV_VCPU_OFF - PUB_L1_BASE) >> 12, v.priv | RO)
             base = est & ~(self.l1_span - 1)
             self._put(ram, self.shim_pub_l1[base], (est - base) >> 12, v.estack | RW)
             gdt = K.GDT_BASE + i * K.GDT_STRIDE
@@ -221,6 +223,13 @@ class MachineMemory:
         if base == PUB_L1_BASE:
             for v in self.vcpus:
                 self._put(ram, v.pub_view, idx, 0)
+
+    def map_vinfo(self, ram, i: int, pa: int) -> int:
+        """Map the page holding vCPU i's vcpu_info in its own view of the
+        hole (the guest's own page: read-write); return its address there."""
+        va = K.VINFO_BASE + i * 4096
+        self._put(ram, self.vcpus[i].pub_view, (va - PUB_L1_BASE) >> 12, (pa & ~0xFFF) | RW)
+        return va + (pa & 0xFFF)
 
     def vcpu_hole_l2(self, i: int) -> Dict[int, int]:
         """The hole's L2 slots as vCPU i sees them."""

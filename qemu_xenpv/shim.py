@@ -64,7 +64,9 @@ shim_mbox = Layout(
     ("req_seq", U32), ("req_kind", U32), ("resp_seq", U32), ("resp_action", U32),
     ("host_polling", U32), ("guest_waiting", U32), ("trap_vector", U32),
     ("trap_errcode", U32), ("trap_cr2", U32), ("fault_eip", U32), ("fault_vector", U32),
-    ("req_tsc_lo", U32), ("req_tsc_hi", U32),
+    ("req_tsc_lo", U32), ("req_tsc_hi", U32), ("stat_gv_fast", U32),
+    ("last_trap_vector", U32), ("last_trap_errcode", U32), ("last_trap_eip", U32),
+    ("last_trap_cs", U32), ("last_trap_cr2", U32),
 )
 
 shim_vcpu = Layout(
@@ -81,7 +83,7 @@ shim_vcpu = Layout(
     ("stat_entries", U32), ("stat_doorbells", U32), ("stat_upcalls", U32),
     ("stat_timer_irqs", U32), ("stat_kicks", U32), ("stat_blocks", U32),
     ("in_request", U32), ("deferred_timer", U32), ("kicks_at_post", U32),
-    ("stat_fast", U32), ("fast_flags", U32), ("nr_fast_msrs", U32),
+    ("stat_fast", U32), ("fast_flags", U32), ("gv_vinfo", U32), ("nr_fast_msrs", U32),
     ("fast_msrs", c.Array(8 * 3, U32)),         # {idx, lo, hi}[SHIM_MAX_FAST_MSRS]
     ("traps", c.Bytes(256 * shim_trap.size)),
 )

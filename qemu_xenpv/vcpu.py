@@ -206,13 +206,19 @@ class VCPU:
         trace, or architectural IOPL (iret then sets the virtual IOPL)."""
         from .emulate import fast_msr_table
         dom = self.dom
-        flags = 0
-        if dom.tracer is None:
-            flags |= K.FAST_RDMSR
-            if not dom.vm_assist & (1 << 4):             # architectural_iopl
-                flags |= K.FAST_IRET
+        flags = K.FAST_RDMSR | K.FAST_PF
+        if dom.tracer is None and not dom.vm_assist & (1 << 4):     # architectural_iopl
+            flags |= K.FAST_IRET
+        if dom.vm_assist & (1 << 2):                    # writable_pagetables
+            flags |= K.FAST_PTWR
         self.mbox.set_fast_msrs(fast_msr_table(self))
         self.mbox.set("fast_flags", flags)
+
+    def map_vinfo(self) -> None:
+        """Show the shim's guest-view fast paths where vcpu_info is."""
+        mem = getattr(self.dom, "mem", None)
+        if mem is not None:
+            self.mbox.set("gv_vinfo", mem.map_vinfo(self.dom.ram, self.vid, self.vcpu_info_pa))
 
     # ---- trap table and callbacks ----
     def clear_traps(self) -> None:
@@ -487,6 +493,9 @@ class VCPU:
         ram.write(new, ram.read(self.vcpu_info_pa, abi.VCPU_INFO_SIZE))
         self.vcpu_info_pa = new
         self.mbox.set("vcpu_info_pa", new)
+        self.map_vinfo()
+        self.need_flush = True                  # its view of the hole changed
+        self.kick()
         return 0
 
     def now(self) -> int:

@@ -69,7 +69,13 @@ hypercall_entry:
         cld
         cmpl    $SHIM_HYPERCALL_IRET, 24(%esp)
         jne     6f
-        pushl   $2                      /* iret: the shim's own, unposted */
+        movl    %esp, %eax              /* iret: the shim's own, unposted */
+        call    gv_iret                 /* fastpath.c, in this address space */
+        testl   %eax, %eax
+        jz      gv_exit
+        cmpl    $2, %eax
+        je      resume_c
+        pushl   $2                      /* C does it in the shim's space */
         jmp     hypercall_slow
 6:      movl    %esp, %ebx
         andl    $~0xfff, %ebx           /* the mailbox: bottom of this page */
@@ -107,7 +113,7 @@ hypercall_entry:
         testl   $3, %edx
         jnz     5f
         movl    40(%esp), %eax          /* EFLAGS: IOPL 0, no VM/NT; IF set */
-        andl    $~0x00025000, %eax
+        andl    $~0x00027000, %eax      /* IOPL, NT, VM */
         orl     $0x202, %eax
         movl    %eax, 40(%esp)
         jmp     exit_fault_start
@@ -175,7 +181,17 @@ common_entry:
         movl    %eax, %fs
         movl    %eax, %gs
         cld
-        movl    %esp, %ebx              /* the frame, on the entry stack */
+        cmpw    $13, 30(%esp)           /* entry_vector: #GP or #PF? */
+        je      7f
+        cmpw    $14, 30(%esp)
+        jne     8f
+7:      movl    %esp, %eax
+        call    gv_trap                 /* fastpath.c, in this address space */
+        testl   %eax, %eax
+        jz      gv_exit
+        cmpl    $2, %eax
+        je      resume_c
+8:      movl    %esp, %ebx              /* the frame, on the entry stack */
         movl    %esp, %eax
         subl    $SHIM_ESTACK_BASE, %eax
         shrl    $13, %eax               /* SHIM_ESTACK_STRIDE */
@@ -188,10 +204,77 @@ common_entry:
         call    shim_guest_entry        /* does not return */
         ud2
 
-/* Interrupted ring 0: the shim itself (a wake-up during hlt) or a fault on
- * the way out to the guest (a bad selector, a bad iret frame). */
+/* A guest-view fast path finished: check the frame as leave_to_guest
+ * does and return, still in the guest's address space. */
+gv_exit:
+        movl    36(%esp), %eax          /* CS: ring 1 or 3 */
+        testl   $3, %eax
+        jz      resume_c
+        movl    48(%esp), %edx          /* SS RPL must match */
+        xorl    %eax, %edx
+        testl   $3, %edx
+        jnz     resume_c
+        movl    40(%esp), %eax          /* EFLAGS: IOPL 0, no VM/NT; IF set */
+        andl    $~0x00027000, %eax
+        orl     $0x202, %eax
+        movl    %eax, 40(%esp)
+        jmp     exit_fault_start
+
+/* The frame is final but the exit needs C (an upcall, parking, a frame to
+ * refuse): leave_to_guest in the shim's address space. */
+resume_c:
+        xorl    %eax, %eax
+        movl    %eax, %fs
+        movl    %eax, %gs
+        movl    %esp, %ebx
+        movl    %esp, %eax
+        subl    $SHIM_ESTACK_BASE, %eax
+        shrl    $13, %eax
+        shll    $4, %eax
+        addl    $shim_pcpu, %eax
+        movl    8(%eax), %ecx
+        movl    %ecx, %cr3
+        movl    0(%eax), %esp
+        pushl   %ebx
+        call    shim_resume             /* does not return */
+        ud2
+
+/* Ring-0 accesses to guest memory for fastpath.c (regparm): a fault in
+ * one resumes at its *_fault label (from_ring0) and reports failure. */
+        .globl  gv_load, gv_store
+gv_load:                                /* eax = va -> edx:eax = fault:value */
+        xorl    %edx, %edx
+gv_load_insn:
+        movl    (%eax), %eax
+        ret
+gv_load_fault:
+        movl    $1, %edx
+        ret
+gv_store:                               /* eax = va, edx = value -> eax = fault */
+        movl    %edx, %ecx
+gv_store_insn:
+        movl    %ecx, (%eax)
+        xorl    %eax, %eax
+        ret
+gv_store_fault:
+        movl    $1, %eax
+        ret
+
+/* Interrupted ring 0: a fastpath.c access to guest memory, the shim itself
+ * (a wake-up during hlt) or a fault on the way out to the guest (a bad
+ * selector, a bad iret frame). */
 from_ring0:
-        pushl   %eax
+        cmpl    $gv_load_insn, 4(%esp)  /* the interrupted EIP */
+        jne     1f
+        movl    $gv_load_fault, 4(%esp)
+        addl    $4, %esp
+        iret
+1:      cmpl    $gv_store_insn, 4(%esp)
+        jne     2f
+        movl    $gv_store_fault, 4(%esp)
+        addl    $4, %esp
+        iret
+2:      pushl   %eax
         pushl   %ebp
         pushl   %edi
         pushl   %esi

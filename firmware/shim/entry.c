@@ -335,6 +335,7 @@ static int fast_rdmsr(struct shim_vcpu *v, struct xen_regs *r)
     if (!(t->cs & ~3u))
         return -1;                              /* no handler: Python crashes it */
     v->stat_fast++;
+    note_trap(mbox(v), 13, 0, r, 0);
     bounce_or_crash(v, t->cs, t->eip,
                     SHIM_TBF_ERRCODE | ((t->flags & SHIM_TI_IF) ? SHIM_TBF_INTERRUPT : 0), 0);
     return 0;
@@ -380,6 +381,9 @@ static void apply(struct shim_vcpu *v, uint32_t act, uint32_t kind)
         }
         if (act & SHIM_ACT_BOUNCE) {
             struct shim_trap *t = &v->traps[v->bounce_vector & 0xff];
+            volatile uint8_t *vi = vcpu_info(v);
+            note_trap(mbox(v), v->bounce_vector & 0xff, v->bounce_errcode, estack_frame(v),
+                      (v->bounce_vector == 14 && vi) ? *(volatile uint32_t *)(vi + SHIM_VI_CR2) : 0);
             bounce_or_crash(v, t->cs, t->eip, v->bounce_flags, v->bounce_errcode);
         }
         if (act & SHIM_ACT_FAILSAFE)
@@ -474,6 +478,13 @@ void shim_guest_entry(struct xen_regs *frame)
         lapic_eoi();
     }
     leave_to_guest(v);
+}
+
+/* A guest-view fast path (fastpath.c) finished the frame; the exit needs C. */
+void shim_resume(struct xen_regs *frame)
+{
+    (void)frame;
+    leave_to_guest(this_vcpu());
 }
 
 /* The hypercall fast path (entry.S) posted the request and either gave up

@@ -49,6 +49,17 @@ static inline int test_bit(unsigned nr, const volatile void *addr)
     return (((const volatile uint32_t *)addr)[nr >> 5] >> (nr & 31)) & 1;
 }
 
+/* Record the exception about to be bounced to the guest (crash reports). */
+static inline void note_trap(struct shim_mbox *m, uint32_t vector, uint32_t errcode,
+                             const struct xen_regs *r, uint32_t cr2)
+{
+    m->last_trap_vector = vector + 1;
+    m->last_trap_errcode = errcode;
+    m->last_trap_eip = r->eip;
+    m->last_trap_cs = r->cs;
+    m->last_trap_cr2 = cr2;
+}
+
 /* lib.c */
 void *memcpy(void *d, const void *s, size_t n);
 void *memset(void *d, int c, size_t n);
@@ -80,5 +91,6 @@ void evtchn_set_pending(struct shim_vcpu *v, unsigned port);
 extern char entry_stubs[], hypercall_entry[];
 extern char exit_fault_start[], exit_fault_end[];
 __attribute__((noreturn)) void shim_exit_to_guest(struct xen_regs *frame, uint32_t cr3);
+void shim_resume(struct xen_regs *frame);
 
 #endif

@@ -21,6 +21,8 @@
 #define SHIM_PUB_BASE           0xFF000000u     /* .entry text, then .pub data */
 #define SHIM_ESTACK_BASE        0xFF040000u     /* vCPU n: one page at +n*8K   */
 #define SHIM_ESTACK_STRIDE      0x2000u
+#define SHIM_GV_VCPU_OFF        0x1000u         /* + estack: struct shim_vcpu, RO */
+#define SHIM_VINFO_BASE         0xFF080000u     /* vCPU n: its vcpu_info page at +n*4K */
 #define SHIM_DOORBELL_VA        0xFF0F0000u     /* ivshmem BAR0 (doorbell)     */
 #define SHIM_GDT_BASE           0xFF100000u     /* vCPU n: 16 pages at +n*64K  */
 #define SHIM_GDT_STRIDE         0x10000u
@@ -112,10 +114,14 @@
  * (--trace-hypercalls, VMASST_TYPE_architectural_iopl).                   */
 #define SHIM_FAST_IRET          (1u << 0)   /* the iret hypercall            */
 #define SHIM_FAST_RDMSR         (1u << 1)   /* rdmsr #GP from FLAT_RING1_CS  */
+#define SHIM_FAST_PF            (1u << 2)   /* reflect #PF below the hole    */
+#define SHIM_FAST_PTWR          (1u << 3)   /* ...except kernel writes to present
+                                               pages (writable page tables)  */
 #define SHIM_MAX_FAST_MSRS      8           /* readable MSRs the shim answers */
 #define SHIM_HYPERCALL_IRET     23          /* __HYPERVISOR_iret             */
 #define SHIM_FLAT_RING1_CS      0xe019      /* FLAT_RING1_CS (x86_32)        */
 #define SHIM_EFLAGS_ALL         0x3f7fd5u   /* what an iret may set, as Xen  */
+#define SHIM_VI_CR2             8           /* vcpu_info.arch.cr2            */
 
 #ifndef __ASSEMBLER__
 #include <stdint.h>
@@ -151,9 +157,15 @@ struct shim_mbox {
     uint32_t fault_eip;             /* EXIT_FAULT: where, which vector       */
     uint32_t fault_vector;
     uint32_t req_tsc_lo, req_tsc_hi;/* TSC when the request was posted       */
+    uint32_t stat_gv_fast;          /* traps and irets done in the guest's view */
+    /* the last exception bounced to the guest (for crash reports only) */
+    uint32_t last_trap_vector;      /* vector + 1, 0 = none yet              */
+    uint32_t last_trap_errcode, last_trap_eip, last_trap_cs, last_trap_cr2;
 };
 
-/* One page per vCPU, private to the shim (identity mapped). */
+/* One page per vCPU, private to the shim (identity mapped); also mapped
+ * read-only at its entry stack + SHIM_GV_VCPU_OFF in that vCPU's own view
+ * of the hole, where the guest-view fast paths (fastpath.c) read it. */
 struct shim_vcpu {
     uint32_t vcpu_id;
     uint32_t mbox;                  /* address of this vCPU's struct shim_mbox */
@@ -186,6 +198,7 @@ struct shim_vcpu {
     uint32_t stat_fast;             /* irets and rdmsrs done without Python   */
     /* ---- fast paths (Python writes; the shim only reads) ---- */
     uint32_t fast_flags;            /* SHIM_FAST_*                            */
+    uint32_t gv_vinfo;              /* vcpu_info in this vCPU's own view, 0 = none */
     uint32_t nr_fast_msrs;
     struct { uint32_t idx, lo, hi; } fast_msrs[SHIM_MAX_FAST_MSRS];
     /* ---- the guest's virtual IDT ---- */

@@ -230,3 +230,28 @@ def test_symbol_sizes_match_layouts(shim_elf):
     assert sizes["shim_boot"] == shim.shim_boot.size
     assert sizes["shim_fast"] == 16
     assert sizes["shim_pcpu"] == 16 * shim.MAX_VCPUS
+
+
+def test_fast_path_constants_match_the_xen_abi():
+    """The shim answers some cases alone (fastpath.c, entry.c): the Xen
+    numbers it uses are the ones Python uses."""
+    from qemu_xenpv import abi
+    from qemu_xenpv.hypercall.traps import EFLAGS_ALL
+    K = shim.K
+    assert K.HYPERCALL_IRET == abi.HYPERCALL_NR["iret"]
+    assert K.FLAT_RING1_CS == abi.FLAT_RING1_CS
+    assert K.VI_CR2 == abi.VI_CR2
+    assert K.EFLAGS_ALL == EFLAGS_ALL
+    from qemu_xenpv.emulate import PVOps
+    assert len(PVOps.READABLE_MSRS) <= K.MAX_FAST_MSRS
+
+
+def test_guest_view_windows_fit_the_hole_layout():
+    """Each vCPU's read-only shim_vcpu sits in the unused half of its entry
+    stack stride, and the vcpu_info windows between the stacks and the
+    doorbell."""
+    K = shim.K
+    assert K.GV_VCPU_OFF + 4096 <= K.ESTACK_STRIDE
+    assert K.ESTACK_BASE + K.MAX_VCPUS * K.ESTACK_STRIDE <= K.VINFO_BASE
+    assert K.VINFO_BASE + K.MAX_VCPUS * 4096 <= K.DOORBELL_VA
+    assert shim.shim_vcpu.size <= 4096
