@@ -16,7 +16,7 @@ from .hypercall import Call, DomainCrash, dispatch, _load_families
 from . import crashdump  # noqa: F401  (no imports on a vCPU's first request)
 
 _load_families()
-from .mm import PGT_l2, PGT_l3, PGT_seg_desc
+from .mm import PGT_l2, PGT_l3, PGT_seg_desc, PGT_writable
 from .shim import K, Mailbox, M, R, V
 V_DR = V["dr"]
 from . import traps
@@ -62,6 +62,7 @@ class VCPU:
         self.calls = 0
         self.blocked = False
         self.need_flush = False             # another vCPU flushed the TLBs
+        self.vcpu_info_registered = False
         self.shadow_sources = {}
 
     # ---- service thread ----
@@ -485,9 +486,18 @@ class VCPU:
         self.mbox.set64("periodic_next", self.now() + period)
         call.action |= K.ACT_TIMER
 
-    def register_vcpu_info(self, mfn: int, offset: int) -> int:
-        if offset > 4096 - abi.VCPU_INFO_SIZE or not self.dom.mmu.owns(mfn):
+    def register_vcpu_info(self, mfn: int, offset: int, caller: "VCPU") -> int:
+        """map_vcpu_info(): once per vCPU, by itself or while it is down,
+        into a page the domain owns, which stays typed writable from then on
+        (so it never becomes a page table)."""
+        mmu = self.dom.mmu
+        if offset > 4096 - abi.VCPU_INFO_SIZE or self.vcpu_info_registered:
             return -EINVAL
+        if caller is not self and self.online:
+            return -EINVAL
+        if not mmu.owns(mfn) or mmu.get_page_and_type(mfn, PGT_writable):
+            return -EINVAL
+        self.vcpu_info_registered = True
         new = (mfn << 12) + offset
         ram = self.dom.ram
         ram.write(new, ram.read(self.vcpu_info_pa, abi.VCPU_INFO_SIZE))
@@ -495,7 +505,9 @@ class VCPU:
         self.mbox.set("vcpu_info_pa", new)
         self.map_vinfo()
         self.need_flush = True                  # its view of the hole changed
-        self.kick()
+        # everything pending, so nothing is lost (a spurious upcall at worst)
+        ram.w32(new + abi.VI_PENDING_SEL, 0xFFFFFFFF)
+        self.mark_events_pending()
         return 0
 
     def now(self) -> int:

@@ -376,6 +376,9 @@ static void apply(struct shim_vcpu *v, uint32_t act, uint32_t kind)
             timer_arm(v);
             if (v->stat_kicks == v->kicks_at_post)
                 sti_hlt_cli();
+            /* Served (or moot): Python sets it again if it still waits.  A
+             * stale deadline would re-arm the APIC timer at once, forever. */
+            v->wake_deadline = 0;
             act = post_and_wait(v, kind);
             continue;
         }
@@ -530,6 +533,14 @@ void shim_ring0_entry(struct ring0_frame *f)
     }
     if (vec == SHIM_VEC_SPURIOUS)
         return;
+    if (vec == 1) {
+        /* A guest watchpoint hit by the shim's own access to guest memory
+         * (or a guest address the shim's identity map shares): Xen ignores
+         * these in hypervisor context.  RF steps over an instruction match. */
+        __asm__ __volatile__("movl %0, %%db6" :: "r"(0xffff0ff0u));
+        f->eflags |= EFLAGS_RF;
+        return;
+    }
     if (v && vec < 32 && f->eip >= (uint32_t)exit_fault_start &&
         f->eip < (uint32_t)exit_fault_end) {
         /* The guest frame could not be loaded: a selector or the iret. */

@@ -39,7 +39,7 @@ static uint64_t scale_delta(uint64_t delta, uint32_t mul, int8_t shift)
 
 uint64_t system_time_ns(void)
 {
-    const volatile struct vcpu_time_info *t = &shared_info->vcpu_info[0].time;
+    const volatile struct vcpu_time_info *t = &this_vcpu()->time;
     uint32_t version, mul;
     uint64_t stamp, base, tsc;
     int8_t shift;

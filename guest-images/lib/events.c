@@ -12,6 +12,8 @@
 #include "sched.h"
 #include "traps.h"
 
+struct vcpu_info *vcpu_info_ptr;
+
 extern char hypervisor_callback[], failsafe_callback[];    /* entry.S */
 
 static struct {

@@ -29,9 +29,13 @@ void evtchn_unmask(evtchn_port_t port);
 /* Make Xen look at evtchn_upcall_pending now (any hypercall does). */
 void force_evtchn_callback(void);
 
+/* This vCPU's vcpu_info: in shared_info until VCPUOP_register_vcpu_info
+ * moves it (set vcpu_info_ptr to the new place once that succeeded). */
+extern struct vcpu_info *vcpu_info_ptr;
+
 static inline struct vcpu_info *this_vcpu(void)
 {
-    return &shared_info->vcpu_info[0];
+    return vcpu_info_ptr ? vcpu_info_ptr : &shared_info->vcpu_info[0];
 }
 
 static inline void local_irq_disable(void)

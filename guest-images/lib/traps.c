@@ -7,6 +7,7 @@
 #include "mm.h"
 #include "sched.h"
 #include "traps.h"
+#include "events.h"
 
 extern const uint32_t exception_entry_points[NR_EXCEPTIONS];   /* entry.S */
 extern char stack[], stack_top[];                              /* head.S */
@@ -78,7 +79,7 @@ static unsigned long fault_address(void)
 {
     if (!shared_info)
         return 0;
-    return READ_ONCE(shared_info->vcpu_info[0].arch.cr2);
+    return READ_ONCE(this_vcpu()->arch.cr2);
 }
 
 static bool on_our_stack(unsigned long addr, unsigned long size)

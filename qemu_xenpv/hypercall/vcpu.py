@@ -49,7 +49,7 @@ def vcpu_op(call, cmd, vcpuid, arg):
         return 0
     if cmd == 10:                           # register_vcpu_info
         r = call.read_struct(abi.vcpu_register_vcpu_info, arg)
-        return v.register_vcpu_info(r["mfn"], r["offset"])
+        return v.register_vcpu_info(r["mfn"], r["offset"], call.vcpu)
     if cmd == 0:                            # initialise
         if v.online or v.initialised:
             return -EEXIST
