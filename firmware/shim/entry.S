@@ -103,9 +103,17 @@ hypercall_entry:
         call    fast_doorbell
 4:      pushl   $1                      /* still unanswered */
         jmp     hypercall_slow
-3:      cmpl    $0, 12(%ebx)            /* resp_action */
+3:      movl    12(%ebx), %eax          /* resp_action */
+        testl   %eax, %eax
+        jz      9f
+        cmpl    $(1 << 10), %eax        /* SHIM_ACT_EVENTS alone: an upcall is due */
         jne     5f
-        movl    36(%esp), %eax          /* CS: ring 1 or 3 */
+        movl    %esp, %eax
+        call    gv_upcall               /* fastpath.c: bounce it from here */
+        testl   %eax, %eax
+        jnz     5f
+        jmp     gv_exit
+9:      movl    36(%esp), %eax          /* CS: ring 1 or 3 */
         testl   $3, %eax
         jz      5f
         movl    48(%esp), %edx          /* SS RPL must match */

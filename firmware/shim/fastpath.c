@@ -33,7 +33,10 @@
 uint64_t gv_load(uint32_t va) __attribute__((regparm(1)));     /* fault << 32 | value */
 uint32_t gv_store(uint32_t va, uint32_t val) __attribute__((regparm(2)));
 
+_Static_assert(SHIM_ACT_EVENTS == (1 << 10), "entry.S compares resp_action with 1 << 10");
+
 int gv_iret(struct xen_regs *r) __attribute__((regparm(1)));
+int gv_upcall(struct xen_regs *r) __attribute__((regparm(1)));
 int gv_trap(struct xen_regs *r) __attribute__((regparm(1)));
 
 static inline const struct shim_vcpu *gv_vcpu(struct xen_regs *r)
@@ -161,6 +164,22 @@ __attribute__((regparm(1))) int gv_iret(struct xen_regs *r)
     vi[1] = (eflags & EFLAGS_IF) ? 0 : 1;
     gv_mbox(r)->stat_gv_fast++;
     return exit_kind(v, vi);
+}
+
+/* A hypercall's answer is "an upcall is due": leave_to_guest's delivery. */
+__attribute__((regparm(1))) int gv_upcall(struct xen_regs *r)
+{
+    const struct shim_vcpu *v = gv_vcpu(r);
+    volatile uint8_t *vi = (volatile uint8_t *)v->gv_vinfo;
+
+    if (!vi || v->park)
+        return FP_SLOW;
+    if (v->event_cs && vi[0] && !vi[1]) {
+        if (bounce(v, vi, r, v->event_cs, v->event_eip, SHIM_TBF_INTERRUPT, 0))
+            return FP_SLOW;
+        gv_mbox(r)->stat_gv_fast++;
+    }
+    return FP_DONE;
 }
 
 /* #GP(0) from rdmsr in the guest kernel (entry.c's fast_rdmsr). */
