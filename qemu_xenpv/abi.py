@@ -205,7 +205,7 @@ xen_memory_reservation = Layout(
 xen_memory_map = Layout("xen_memory_map", ("nr_entries", U32), ("buffer", U32))
 e820_entry = Layout("e820_entry", ("addr", U64), ("size", U64), ("type", U32))
 xen_machphys_mfn_list = Layout("xen_machphys_mfn_list", ("max_extents", U32),
-                               ("extent_start", U32))
+                               ("extent_start", U32), ("nr_extents", U32))
 xen_machphys_mapping = Layout("xen_machphys_mapping", ("v_start", U32), ("v_end", U32),
                               ("max_mfn", U32))
 xen_add_to_physmap = Layout("xen_add_to_physmap", ("domid", U16), ("size", U16),

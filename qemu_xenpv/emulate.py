@@ -11,7 +11,10 @@ import struct
 from typing import Optional
 
 from . import abi
+from .abi import ENODEV
 from .descriptors import GUEST_KERNEL_RPL
+from .hypercall.debugreg import (DR_STATUS_RESERVED_ONE, get_debugreg, io_breakpoint_match,
+                                 set_debugreg)
 from .mm import PGT_l1, PGT_seg_desc
 from .shim import K
 from .x86emu import Cpu, Fault, Ops, Unhandled, MEM_WRITERS, TF, IF
@@ -33,14 +36,27 @@ X86_FEATURE_HYPERVISOR = 1 << 31
 EXT1_EDX = sum(1 << b for b in (11, 20, 22, 25, 27, 29, 30, 31))
 EXT1_ECX = sum(1 << b for b in (0, 1, 5, 6, 7, 8))
 
-DR6_DEFAULT, DR7_DEFAULT = 0xFFFF0FF0, 0x00000400
+DR_STEP = 0x4000
 CR4_DE, CR4_PAE, CR4_PSE = 1 << 3, 1 << 5, 1 << 4
 CR0_GUEST = 0x80050033          # PG AM WP NE ET MP PE as the guest sees it; TS is virtual
 
 MSR_DEBUGCTL, MSR_EFER, MSR_PAT = 0x1D9, 0xC0000080, 0x277
 MSR_PLATFORM_INFO, MSR_MISC_FEATURES_ENABLES = 0xCE, 0x140
 MSR_TSC, MSR_UCODE_REV, MSR_MISC_ENABLE = 0x10, 0x8B, 0x1A0
+MSR_APIC_BASE, MSR_PERF_CAPABILITIES = 0x1B, 0x345
+# Xen's PAT for PV guests, "an ABI with PV guests" (asm/processor.h):
+# WB WT UC- UC WC WP UC UC; guests cannot change it.
+XEN_MSR_PAT = 0x0000050100070406
+APIC_BASE_ENABLE, APIC_BASE_BSP, APIC_DEFAULT_PHYS_BASE = 0x800, 0x100, 0xFEE00000
 PAT_DEFAULT = 0x0007040600070406
+
+# What pv_emulate_privileged_op lets x86_emulate run (emul-priv-op.c validate()):
+# port I/O, clts, wbinvd, mov to/from CR/DR, wrmsr, rdtsc, rdmsr, cpuid, and
+# cli/sti (which it completes as a no-op).  A #GP(0) from anything else --
+# hlt, lgdt, invd, a plain memory access -- is the guest's.
+PRIV_OPCODES = frozenset({0x6C, 0x6D, 0x6E, 0x6F, 0xE4, 0xE5, 0xE6, 0xE7, 0xEC, 0xED, 0xEE, 0xEF,
+                          0x0F06, 0x0F09, 0x0F20, 0x0F21, 0x0F22, 0x0F23, 0x0F30, 0x0F31, 0x0F32,
+                          0x0FA2, 0xFA, 0xFB})
 
 
 def guest_kernel_mode(regs: dict) -> bool:
@@ -64,6 +80,13 @@ class PVOps(Ops):
         self.dom = vcpu.dom
         self.regs = regs
         self.action = 0
+        self.bpmatch = 0                    # DR6 B0-3 of I/O breakpoints hit
+
+    def cpl(self) -> int:
+        """x86_emulate's CPL (priv_op read_segment): the guest kernel is
+        ring 0 to the emulator (mov CR/DR, MSRs, clts, wbinvd need it), user
+        mode is ring 3."""
+        return 0 if guest_kernel_mode(self.regs) else 3
 
     # ---- memory ----
     def seg_base(self, seg: str) -> int:
@@ -82,12 +105,17 @@ class PVOps(Ops):
         first = min(n, 0x1000 - (lin & 0xFFF))
         out = self.dom.copy_from_guest(self.vcpu, lin, first)
         if out is None:
-            raise Fault(14, 0x10 if guest_kernel_mode(self.regs) else 0x14, lin)
+            # insn_fetch(): x86_emul_pagefault(0, ...), no PFEC_insn_fetch;
+            # pv_inject_event sets the user bit
+            raise Fault(14, self._user(), lin)
         if first < n:                           # the rest, if the next page is there
             more = self.dom.copy_from_guest(self.vcpu, lin + first, n - first)
             if more is not None:
                 out += more
         return out
+
+    def fetch_failed(self, addr: int) -> None:
+        raise Fault(14, self._user(), (self.seg_base("cs") + addr) & 0xFFFFFFFF)
 
     def _lin(self, seg: str, addr: int) -> int:
         return (self.seg_base(seg) + addr) & 0xFFFFFFFF
@@ -129,13 +157,17 @@ class PVOps(Ops):
         return bits & ((1 << n) - 1) == 0
 
     def io_in(self, port: int, n: int) -> int:
+        self.bpmatch |= io_breakpoint_match(self.vcpu, port, n)
         return (1 << (8 * n)) - 1
 
     def io_out(self, port: int, n: int, val: int) -> None:
+        self.bpmatch |= io_breakpoint_match(self.vcpu, port, n)
         self.dom.log_once(f"ioport:{port:#x}", f"write to I/O port {port:#x} ignored")
 
     def cli_sti(self, enable: bool) -> None:
-        self.dom.ram.w8(self.vcpu.vcpu_info_pa + abi.VI_UPCALL_MASK, 0 if enable else 1)
+        """With the virtual IOPL allowing it, Xen completes cli/sti as a
+        no-op (validate() returns X86EMUL_DONE; the upcall-mask update is
+        commented out there as "too dangerous"): events stay as they were."""
 
     # ---- control registers ----
     def read_cr(self, n: int) -> int:
@@ -148,7 +180,7 @@ class PVOps(Ops):
             return abi.xen_pfn_to_cr3(v.guest_table or 0)
         if n == 4:
             return v.cr4
-        raise Fault(6)
+        raise Unhandled(f"mov from %cr{n}")     # Xen's read_cr: a #GP(0) for the guest
 
     def write_cr(self, n: int, val: int) -> None:
         v = self.vcpu
@@ -166,58 +198,48 @@ class PVOps(Ops):
         elif n == 4:
             v.cr4 = (val & CR4_DE) | (CR4_PAE if self.dom.pae else 0) | 0x600
         else:
-            raise Fault(6)
+            raise Unhandled(f"mov to %cr{n}")       # Xen's write_cr: a #GP(0) for the guest
 
     def clts(self) -> None:
         self.vcpu.mbox.set("fpu_ts", 0)
         self.action |= K.ACT_FPU
 
-    # ---- debug registers (do_set_debugreg semantics) ----
+    # ---- debug registers: x86emul_read_dr / x86emul_write_dr ----
     def read_dr(self, n: int) -> int:
-        v = self.vcpu
-        if n in (4, 5):
-            if v.cr4 & CR4_DE:
-                raise Fault(6)
-            n += 2
-        if n > 7:
+        val = get_debugreg(self.vcpu, n)
+        if val is None:
             raise Fault(6)
-        return v.dr[n]
+        return val
 
     def write_dr(self, n: int, val: int) -> None:
-        v = self.vcpu
-        if n in (4, 5):
-            if v.cr4 & CR4_DE:
-                raise Fault(6)
-            n += 2
-        if n > 7:
+        rc = set_debugreg(self.vcpu, n, val)
+        if rc == -ENODEV:
             raise Fault(6)
-        if n < 4:
-            if val >= self.dom.mode.hole_start:
-                raise Fault(13, 0)
-            v.dr[n] = val
-        elif n == 6:
-            v.dr[6] = (val & 0x0000E00F) | DR6_DEFAULT
-        else:
-            # I/O breakpoints (RW=10) need CR4.DE; bits 11, 12, 14, 15 must be 0
-            for i in range(4):
-                if (val >> (16 + 4 * i)) & 3 == 2 and not v.cr4 & CR4_DE:
-                    raise Fault(13, 0)
-            if val & 0xD800 or val >> 32:
-                raise Fault(13, 0)
-            v.dr[7] = (val & 0xFFFF27FF) | DR7_DEFAULT
+        if rc:
+            raise Fault(13, 0)                  # -EINVAL, -EPERM
         self.action |= K.ACT_DR
-        v.load_debugregs()
 
     # ---- MSRs: what a PV domU may see (guest_rdmsr) ----
+    # what rdmsr can read: the shim answers the constant ones itself, asks
+    # for the others (DYNAMIC_MSRS) and reflects #GP for every other index
     READABLE_MSRS = (MSR_EFER, MSR_PAT, MSR_DEBUGCTL, MSR_PLATFORM_INFO,
-                     MSR_MISC_FEATURES_ENABLES, MSR_UCODE_REV)
+                     MSR_MISC_FEATURES_ENABLES, MSR_UCODE_REV, MSR_APIC_BASE,
+                     MSR_PERF_CAPABILITIES, MSR_TSC)
+    DYNAMIC_MSRS = (MSR_TSC,)
 
     def rdmsr(self, idx: int) -> int:
+        """guest_rdmsr() then pv/emul-priv-op.c read_msr() for a 32-bit domU."""
         v = self.vcpu
         if idx == MSR_EFER:
-            return 0
+            return 0                        # no NX, LME/LMA hidden from 32-bit guests
         if idx == MSR_PAT:
-            return v.pat
+            return XEN_MSR_PAT
+        if idx == MSR_APIC_BASE:            # "Linux PV guests will attempt to read APIC_BASE"
+            return APIC_BASE_ENABLE | APIC_DEFAULT_PHYS_BASE | (APIC_BASE_BSP if v.vid == 0 else 0)
+        if idx == MSR_TSC:
+            return v.mbox.req_tsc()         # the TSC when the shim posted the #GP
+        if idx == MSR_PERF_CAPABILITIES:
+            return 0
         if idx == MSR_DEBUGCTL:
             return 0
         if idx == MSR_PLATFORM_INFO:
@@ -229,12 +251,8 @@ class PVOps(Ops):
         raise Fault(13, 0)
 
     def wrmsr(self, idx: int, val: int) -> None:
-        v = self.vcpu
-        if idx == MSR_PAT:
-            if any(((val >> (8 * i)) & 0xFF) not in (0, 1, 4, 5, 6, 7) for i in range(8)):
-                raise Fault(13, 0)
-            v.pat = val
-            v.sync_fast_paths()             # the shim answers rdmsr(PAT)
+        """write_msr(): PAT is fixed (#GP); EFER may only be written back unchanged."""
+        if idx == MSR_EFER and val == self.rdmsr(MSR_EFER):
             return
         if idx == MSR_DEBUGCTL and val == 0:
             return
@@ -247,7 +265,7 @@ def fast_msr_table(vcpu):
     """[(index, value)] of every MSR rdmsr may read, for the shim to answer
     alone; every other index is a #GP there as here."""
     ops = PVOps(vcpu, {})
-    return [(i, ops.rdmsr(i)) for i in PVOps.READABLE_MSRS]
+    return [(i, None if i in PVOps.DYNAMIC_MSRS else ops.rdmsr(i)) for i in PVOps.READABLE_MSRS]
 
 
 def cpuid(vcpu, leaf: int, subleaf: int):
@@ -293,19 +311,33 @@ def cpuid(vcpu, leaf: int, subleaf: int):
     return a, b, c, d
 
 
+def _copy_or_fault(vcpu, va: int, n: int):
+    """copy_from_guest_pv(): (bytes, None), or (None, the address of the
+    first byte that could not be read)."""
+    data = vcpu.dom.copy_from_guest(vcpu, va, n)
+    if data is not None:
+        return data, None
+    first = min(n, 0x1000 - (va & 0xFFF))
+    if first < n and vcpu.dom.copy_from_guest(vcpu, va, first) is not None:
+        return None, (va + first) & 0xFFFFFFFF
+    return None, va
+
+
 def emulate_invalid_op(vcpu, regs: dict):
-    """#UD: the forced-emulation prefix `ud2a; 'xen'; cpuid` (emul-inv-op.c)."""
+    """#UD: the forced-emulation prefix `ud2a; 'xen'; cpuid` (emul-inv-op.c).
+    An unreadable signature is pv_inject_page_fault(0, first unread byte),
+    the user bit set by pv_inject_event for ring 3."""
+    from .traps import inject
     eip = regs["eip"]
-    sig = vcpu.dom.copy_from_guest(vcpu, eip, 5)
+    pfec = 0 if guest_kernel_mode(regs) else 4
+    sig, bad = _copy_or_fault(vcpu, eip, 5)
     if sig is None:
-        from .traps import inject
-        return inject(vcpu, 14, 0x10 if guest_kernel_mode(regs) else 0x14, eip)
+        return inject(vcpu, 14, pfec, bad)
     if sig != FEP:
         return None
-    ins = vcpu.dom.copy_from_guest(vcpu, eip + 5, 2)
+    ins, bad = _copy_or_fault(vcpu, (eip + 5) & 0xFFFFFFFF, 2)
     if ins is None:
-        from .traps import inject
-        return inject(vcpu, 14, 0x10, eip + 5)
+        return inject(vcpu, 14, pfec, bad)
     if ins != CPUID_OP:
         return None
     a, b, c, d = cpuid(vcpu, regs["eax"], regs["ecx"])
@@ -313,24 +345,33 @@ def emulate_invalid_op(vcpu, regs: dict):
     return _instruction_done(vcpu, regs, 0)
 
 
-def _instruction_done(vcpu, regs: dict, action: int) -> int:
-    """pv_emul_instruction_done: RF cleared; single-stepping raises #DB."""
+def _instruction_done(vcpu, regs: dict, action: int, bpmatch: int = 0) -> int:
+    """pv_emul_instruction_done / the end of pv_emulate_privileged_op: RF
+    cleared; single-stepping (DR6.BS) and I/O breakpoints hit (B0-3) raise
+    #DB after the instruction."""
     regs["eflags"] &= ~0x10000
     if regs["eflags"] & TF:
+        bpmatch |= DR_STEP
+    if bpmatch:
         from .traps import inject
-        vcpu.dr[6] |= 0x4000                                # DR6.BS
+        vcpu.dr[6] |= bpmatch | DR_STATUS_RESERVED_ONE
         return action | inject(vcpu, 1)
     return action
 
 
 def emulate_privileged_op(vcpu, regs: dict):
-    """#GP(0) from the guest: emulate what Xen emulates, or None to reflect."""
+    """#GP(0) from the guest: emulate what Xen emulates, or None to reflect.
+
+    As pv_emulate_privileged_op + x86_emulate: only the instructions of
+    PRIV_OPCODES; mov CR/DR, rdmsr/wrmsr, clts and wbinvd need the guest
+    kernel (CPL 0 to the emulator, PVOps.cpl), else #GP(0); port I/O and
+    cli/sti follow the virtual IOPL (and I/O bitmap) in either mode."""
     ops = PVOps(vcpu, regs)
     cpu = Cpu(regs, ops)
     try:
         ins = cpu.decode()
-        if ins.opcode in MEM_WRITERS or ins.opcode in (0x8A, 0x8B):
-            return None                         # a plain memory access: a real #GP
+        if ins.opcode not in PRIV_OPCODES:
+            return None                         # not for the emulator: the guest's #GP
         cpu.step(ins)
     except Unhandled as e:
         log.debug("d%d: not emulated: %s", vcpu.dom.domid, e)
@@ -338,7 +379,7 @@ def emulate_privileged_op(vcpu, regs: dict):
     except Fault as f:
         from .traps import inject
         return ops.action | inject(vcpu, f.vector, f.errcode, f.cr2)
-    return _instruction_done(vcpu, regs, ops.action)
+    return _instruction_done(vcpu, regs, ops.action, ops.bpmatch)
 
 
 class PtwrOps(PVOps):

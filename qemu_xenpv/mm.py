@@ -39,7 +39,11 @@ L2_ALLOWED = PTE_P | PTE_RW | PTE_US | PTE_A | PTE_D | abi.PTE_AVAIL
 L3_ALLOWED_COMPAT = PTE_P | PTE_RW | PTE_US | PTE_A | PTE_D | abi.PTE_AVAIL
 L3_SHADOW_MASK = PTE_P                      # what a native PDPTE may carry
 _L1_BAD_PAE = ~(L1_ALLOWED | _ADDR_PAE) & 0xFFFFFFFFFFFFFFFF
-_L1_BAD_NONPAE = ~(L1_ALLOWED | 0xFFFFFFFF)
+_L1_BAD_NONPAE = ~(L1_ALLOWED | 0xFFFFF000) & 0xFFFFFFFF   # PWT, PCD, PAT/PSE
+_AD = PTE_A | PTE_D
+# Frames below 1 MiB are I/O to Xen (arch_init_memory: owned by dom_io):
+# mapping one is iomem_access_permitted()'s -EPERM, not -EBUSY.
+_FIRST_NON_IO_MFN = 0x100
 _U32 = __import__("struct").Struct("<I")
 _U64 = __import__("struct").Struct("<Q")
 
@@ -162,8 +166,11 @@ class MMU:
             ft.flags[mfn] &= ~F_PAE_XEN_L2
 
     def get_page_and_type(self, mfn: int, ptype: int, xen_l2: bool = False) -> int:
+        """get_page_and_type_from_mfn(): a frame that is not the domain's is
+        -EINVAL whoever owns it (pinning, base pointers, L2/L3 entries, GDT
+        frames); a type conflict is -EINVAL too."""
         if not self.get_page(mfn):
-            return -EBUSY if self.ft.valid(mfn) else -EINVAL
+            return -EINVAL
         rc = self.get_page_type(mfn, ptype, xen_l2)
         if rc:
             self.put_page(mfn)
@@ -185,17 +192,34 @@ class MMU:
             self.ram.w32(addr, val)
 
     def get_page_from_l1e(self, e: int) -> int:
+        """mm.c get_page_from_l1e() for a domU without I/O privileges:
+        refused flags -EINVAL; not RAM (or the first MiB, Xen's dom_io
+        frames) -EPERM (iomem_access_permitted); a frame of another owner,
+        or one that cannot take the writable type (a page table, a live
+        GDT/LDT page) -EBUSY ("could_not_pin")."""
         if not e & PTE_P:
             return 0
-        addr_mask = _ADDR_PAE if self.mode.pae else 0xFFFFF000
-        if e & ~(L1_ALLOWED | addr_mask):
+        if e & (_L1_BAD_PAE if self.mode.pae else _L1_BAD_NONPAE):
             return -EINVAL
         mfn = self.mode.addr(e) >> 12
+        ft = self.ft
         if not self.owns(mfn):
-            return -EPERM if not self.ft.valid(mfn) or self.ft.owner[mfn] == OWNER_NONE else -EBUSY
+            return -EPERM if not ft.valid(mfn) or mfn < _FIRST_NON_IO_MFN else -EBUSY
         if e & PTE_RW:
-            return self.get_page_and_type(mfn, PGT_writable)
-        return 0 if self.get_page(mfn) else -EBUSY
+            if self.get_page_type(mfn, PGT_writable):
+                return -EBUSY
+        ft.count[mfn] += 1
+        return 0
+
+    def l1e_io_refusal(self, e: int) -> int:
+        """get_page_from_l1e() with pg_owner dom_io (foreigndom DOMID_IO):
+        the error a present, validly flagged entry gets.  Not RAM: -EPERM
+        (the I/O path, iomem_access_permitted); any RAM frame, ours too:
+        -EBUSY (its owner is not dom_io and xsm_priv_mapping refuses)."""
+        mfn = self.mode.addr(e) >> 12
+        if self.owns(mfn):
+            return -EBUSY
+        return -EPERM if not self.ft.valid(mfn) or mfn < _FIRST_NON_IO_MFN else -EBUSY
 
     def put_page_from_l1e(self, e: int) -> None:
         if not e & PTE_P:
@@ -314,10 +338,12 @@ class MMU:
 
     # ---- updates ---------------------------------------------------------
     def mod_entry(self, pte_addr: int, new: int, preserve_ad: bool = False) -> int:
-        """MMU_NORMAL_PT_UPDATE: write one entry of a page-table page."""
+        """MMU_NORMAL_PT_UPDATE: write one entry of a page-table page.
+        A frame that is not the domain's is -EINVAL (get_page_from_gfn()
+        fails in do_mmu_update), whoever owns it."""
         mfn = pte_addr >> 12
         if not self.owns(mfn):
-            return -EPERM if not self.ft.valid(mfn) else -EBUSY
+            return -EINVAL
         if self.mode.pae and pte_addr & 7 or not self.mode.pae and pte_addr & 3:
             return -EINVAL
         t = self.ft.type[mfn] if self.ft.type_count[mfn] else PGT_none
@@ -349,6 +375,25 @@ class MMU:
         self.put_page_type(mfn)
         return 0
 
+    def mod_entry_io(self, pte_addr: int, new: int, preserve_ad: bool = False) -> int:
+        """mod_entry() for foreigndom DOMID_IO (pg_owner dom_io): an L1 entry
+        that needs a new reference is refused (l1e_io_refusal), a flag-only
+        change takes mod_l1_entry's fast path; L2/L3 entries are -EINVAL
+        (pg_owner != pt_owner); a plain page is written as usual."""
+        mfn = pte_addr >> 12
+        if self.owns(mfn) and self.ft.type_count[mfn]:
+            t = self.ft.type[mfn]
+            if t in (PGT_l2, PGT_l3):
+                return -EINVAL
+            if t == PGT_l1 and new & PTE_P:
+                pae = self.mode.pae
+                if new & (_L1_BAD_PAE if pae else _L1_BAD_NONPAE):
+                    return -EINVAL
+                old = self.ram.r64(pte_addr) if pae else self.ram.r32(pte_addr)
+                if not (old & PTE_P and ((old ^ new) & (_ADDR_PAE | PTE_RW)) == 0):
+                    return self.l1e_io_refusal(new)
+        return self.mod_entry(pte_addr, new, preserve_ad)
+
     def _mod_l1(self, addr: int, new: int, preserve_ad: bool) -> int:
         """mod_l1_entry: the hot path of mmu_update, update_va_mapping and
         writable page tables, written out flat (same rules as _mod)."""
@@ -356,7 +401,7 @@ class MMU:
         pae = self.mode.pae
         old = _U64.unpack_from(mm, addr)[0] if pae else _U32.unpack_from(mm, addr)[0]
         if preserve_ad:
-            new = (new & ~(PTE_A | PTE_D)) | (old & (PTE_A | PTE_D))
+            new |= old & _AD            # update_intpte(): OR the old A/D bits in
         if new & PTE_P:
             if new & (_L1_BAD_PAE if pae else _L1_BAD_NONPAE):
                 return -EINVAL
@@ -381,7 +426,7 @@ class MMU:
     def _mod(self, addr: int, new: int, preserve_ad: bool, get, put) -> int:
         old = self.ram.r64(addr) if self.mode.pae else self.ram.r32(addr)
         if preserve_ad:
-            new = (new & ~(PTE_A | PTE_D)) | (old & (PTE_A | PTE_D))
+            new |= old & _AD            # update_intpte(): OR the old A/D bits in
         same_frame = (old & PTE_P) and (new & PTE_P) and \
             self.mode.addr(old) == self.mode.addr(new) and (old & PTE_RW) == (new & PTE_RW)
         if same_frame:

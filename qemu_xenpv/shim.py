@@ -84,7 +84,7 @@ shim_vcpu = Layout(
     ("stat_timer_irqs", U32), ("stat_kicks", U32), ("stat_blocks", U32),
     ("in_request", U32), ("deferred_timer", U32), ("kicks_at_post", U32),
     ("stat_fast", U32), ("fast_flags", U32), ("gv_vinfo", U32), ("nr_fast_msrs", U32),
-    ("fast_msrs", c.Array(8 * 3, U32)),         # {idx, lo, hi}[SHIM_MAX_FAST_MSRS]
+    ("fast_msrs", c.Array(12 * 4, U32)),         # {idx, lo, hi}[SHIM_MAX_FAST_MSRS]
     ("traps", c.Bytes(256 * shim_trap.size)),
 )
 
@@ -101,7 +101,7 @@ shim_boot = Layout(
     ("panic", c.Bytes(160)),
 )
 
-_U32x3 = struct.Struct("<III")
+_U32x4 = struct.Struct("<IIII")
 
 V = shim_vcpu.offsets           # private per-vCPU state
 M = shim_mbox.offsets           # the mailbox at the bottom of the entry-stack page
@@ -195,10 +195,12 @@ class Mailbox:
         return self.ram.r64(self.base + M["req_tsc_lo"])
 
     def set_fast_msrs(self, table) -> None:
-        """[(index, value)]: the MSRs the shim answers a rdmsr for."""
+        """[(index, value)]: the readable MSRs; the shim answers a rdmsr of
+        these (value None: left to Python) and reflects #GP for the rest."""
         if len(table) > K.MAX_FAST_MSRS:
             raise ValueError("too many fast MSRs")
-        data = b"".join(_U32x3.pack(i, v & 0xFFFFFFFF, v >> 32) for i, v in table)
+        data = b"".join(_U32x4.pack(i, (v or 0) & 0xFFFFFFFF, (v or 0) >> 32, v is None)
+                        for i, v in table)
         self.ram.write(self.priv + V["fast_msrs"], data)
         self.ram.w32(self.priv + V["nr_fast_msrs"], len(table))
 

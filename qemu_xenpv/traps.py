@@ -16,6 +16,7 @@ VECTOR_NAMES = {0: "divide error", 1: "debug", 2: "NMI", 3: "int3", 4: "overflow
                 18: "machine check", 19: "SIMD error"}
 HAS_ERRCODE = {8, 10, 11, 12, 13, 14, 17, 21, 29, 30}
 XEC_EXT, XEC_IDT = 1, 2
+DR6_DEFAULT = 0xFFFF0FF0
 PFEC_user = 4
 TI_IF = 4
 
@@ -62,10 +63,13 @@ def handle_trap(vcpu, regs: dict, vector: int, errcode: int, cr2: int) -> int:
             return K.ACT_FPU | inject(vcpu, 7)
         return K.ACT_FPU
     if vector == 1:
-        # the shim read and reset the hardware DR6: accumulate it in the
-        # guest's virtual DR6 (B0-B3, BD, BS, BT) and deliver the #DB
+        # the shim read and reset the hardware DR6: merge it into the
+        # guest's virtual DR6 as do_debug() does (bits that differ from
+        # X86_DR6_DEFAULT -- B0-3, BD, BS, BT -- accumulate; default-1 bits
+        # the CPU cleared, such as RTM, follow it) and deliver the #DB
         dr6 = vcpu.mbox.get("trap_cr2")
-        vcpu.dr[6] |= dr6 & 0xE00F
+        not_default = ~DR6_DEFAULT & 0xFFFFFFFF
+        vcpu.dr[6] = (vcpu.dr[6] | (dr6 & not_default)) & (dr6 | not_default)
         return inject(vcpu, 1)
     if vector in (2, 8, 18):
         raise DomainCrash(f"{VECTOR_NAMES[vector]} in guest context")
@@ -79,7 +83,9 @@ def general_protection(vcpu, regs: dict, errcode: int) -> int:
         # `int N` through a DPL-0 gate: permitted if the guest's own gate allows it
         vector = (errcode >> 3) & 0xFF
         flags, cs, eip = vcpu.traps.get(vector, (0, 0, 0))
-        if (flags & 3) >= (regs["cs"] & 3) and (cs & ~3):
+        # permit_softint(): DPL 1 suffices in guest kernel mode (ring 1),
+        # anything else (ring 3, and ring 2) needs DPL 3
+        if (flags & 3) >= (1 if (regs["cs"] & 3) == 1 else 3) and (cs & ~3):
             regs["eip"] = (regs["eip"] + 2) & 0xFFFFFFFF
             return inject(vcpu, vector, soft=True)
     elif errcode == 0:

@@ -50,7 +50,6 @@ class VCPU:
         # the guest's view of CR4: PAE as built, FXSR/XMM exceptions as the shim set
         self.cr4 = (0x20 if getattr(getattr(dom, "mode", None), "pae", True) else 0) | 0x600
         self.dr = [0, 0, 0, 0, 0, 0, 0xFFFF0FF0, 0x00000400]
-        self.pat = 0x0007040600070406
         self.online = vid == 0
         self.initialised = vid == 0
         self.in_call = False

@@ -41,7 +41,13 @@ class Ops:
     """What the emulator needs from the world (overridden by the caller)."""
 
     def fetch(self, addr: int, n: int) -> bytes:                   # instruction bytes
+        """Up to n bytes at CS:addr; fewer if the rest cannot be read."""
         raise Unhandled("fetch")
+
+    def fetch_failed(self, addr: int) -> None:
+        """The decoder needs the byte at CS:addr, which fetch() did not
+        return: raise the fault that reading it takes (#PF)."""
+        raise Unhandled("instruction bytes unavailable")
 
     def read(self, seg: str, addr: int, n: int) -> int:            # data read
         raise Unhandled("read")
@@ -54,6 +60,10 @@ class Ops:
         raise Unhandled("cmpxchg")
 
     def seg_base(self, seg: str) -> int:
+        return 0
+
+    def cpl(self) -> int:
+        """The privilege level x86_emulate's mode_ring0() sees (0 or 3)."""
         return 0
 
     def io_in(self, port: int, n: int) -> int:
@@ -150,9 +160,14 @@ class Cpu:
         p = 0
 
         def byte() -> int:
-            nonlocal p
+            nonlocal p, code
             if p >= len(code):
-                raise Unhandled("instruction too long")
+                if len(code) >= 15:
+                    raise Unhandled("instruction too long")
+                # fetch() stopped short (an unreadable page): the byte the
+                # decoder needs is the fault
+                self.ops.fetch_failed((eip + len(code)) & 0xFFFFFFFF)
+                raise Unhandled("instruction bytes unavailable")
             b = code[p]
             p += 1
             return b
@@ -185,6 +200,8 @@ class Cpu:
         def modrm() -> None:
             m = byte()
             i.modrm, i.mod, i.reg, i.rm = m, m >> 6, (m >> 3) & 7, m & 7
+            if op in (0x0F20, 0x0F21, 0x0F22, 0x0F23):
+                i.mod = 3                   # mov CR/DR: mod is ignored, always a register
             if i.mod == 3:
                 return
             seg = "ds"
@@ -571,7 +588,14 @@ def _exec_cli(cpu: Cpu, i: Insn) -> None:
     cpu.ops.cli_sti(i.opcode == 0xFB)
 
 
+def _ring0(cpu: Cpu) -> None:
+    """generate_exception_if(!mode_ring0(), EXC_GP, 0)"""
+    if cpu.ops.cpl() != 0:
+        raise Fault(13, 0)
+
+
 def _exec_mov_cr(cpu: Cpu, i: Insn) -> None:
+    _ring0(cpu)
     if i.opcode == 0x0F20:
         cpu.set(i.rm, 4, cpu.ops.read_cr(i.reg))
     else:
@@ -579,6 +603,7 @@ def _exec_mov_cr(cpu: Cpu, i: Insn) -> None:
 
 
 def _exec_mov_dr(cpu: Cpu, i: Insn) -> None:
+    _ring0(cpu)
     if i.opcode == 0x0F21:
         cpu.set(i.rm, 4, cpu.ops.read_dr(i.reg))
     else:
@@ -586,11 +611,13 @@ def _exec_mov_dr(cpu: Cpu, i: Insn) -> None:
 
 
 def _exec_rdmsr(cpu: Cpu, i: Insn) -> None:
+    _ring0(cpu)
     v = cpu.ops.rdmsr(cpu.regs["ecx"])
     cpu.regs["eax"], cpu.regs["edx"] = v & 0xFFFFFFFF, (v >> 32) & 0xFFFFFFFF
 
 
 def _exec_wrmsr(cpu: Cpu, i: Insn) -> None:
+    _ring0(cpu)
     cpu.ops.wrmsr(cpu.regs["ecx"], (cpu.regs["edx"] << 32) | cpu.regs["eax"])
 
 
@@ -600,10 +627,12 @@ def _exec_rdtsc(cpu: Cpu, i: Insn) -> None:
 
 
 def _exec_clts(cpu: Cpu, i: Insn) -> None:
+    _ring0(cpu)
     cpu.ops.clts()
 
 
 def _exec_wbinvd(cpu: Cpu, i: Insn) -> None:
+    _ring0(cpu)
     cpu.ops.wbinvd()
 
 
@@ -629,7 +658,7 @@ EXEC.update({
     0xFA: _exec_cli, 0xFB: _exec_cli,
     0x0F20: _exec_mov_cr, 0x0F22: _exec_mov_cr, 0x0F21: _exec_mov_dr, 0x0F23: _exec_mov_dr,
     0x0F32: _exec_rdmsr, 0x0F30: _exec_wrmsr, 0x0F31: _exec_rdtsc, 0x0F06: _exec_clts,
-    0x0F09: _exec_wbinvd, 0x0F08: _exec_wbinvd,
+    0x0F09: _exec_wbinvd, 0x0F08: _exec_privileged_only,               # invd: never emulated
     0xF4: _exec_privileged_only, 0x0F00: _exec_privileged_only, 0x0F01: _exec_privileged_only,
     0x0F33: _exec_privileged_only,
 })

@@ -323,6 +323,8 @@ static int fast_rdmsr(struct shim_vcpu *v, struct xen_regs *r)
         return -1;
     for (uint32_t i = 0; i < v->nr_fast_msrs && i < SHIM_MAX_FAST_MSRS; i++) {
         if (v->fast_msrs[i].idx == r->ecx) {
+            if (v->fast_msrs[i].python)         /* readable, value of the moment */
+                return -1;
             r->eax = v->fast_msrs[i].lo;
             r->edx = v->fast_msrs[i].hi;
             r->eip += 2;

@@ -197,6 +197,8 @@ static int gv_gp(const struct shim_vcpu *v, volatile uint8_t *vi, struct xen_reg
         return FP_SLOW;
     for (uint32_t i = 0; i < v->nr_fast_msrs && i < SHIM_MAX_FAST_MSRS; i++) {
         if (v->fast_msrs[i].idx == r->ecx) {
+            if (v->fast_msrs[i].python)         /* readable, value of the moment */
+                return FP_SLOW;
             r->eax = v->fast_msrs[i].lo;
             r->edx = v->fast_msrs[i].hi;
             r->eip += 2;

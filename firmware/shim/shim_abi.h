@@ -117,7 +117,8 @@
 #define SHIM_FAST_PF            (1u << 2)   /* reflect #PF below the hole    */
 #define SHIM_FAST_PTWR          (1u << 3)   /* ...except kernel writes to present
                                                pages (writable page tables)  */
-#define SHIM_MAX_FAST_MSRS      8           /* readable MSRs the shim answers */
+#define SHIM_MAX_FAST_MSRS      12          /* readable MSRs the shim knows:
+                                               answered, or left to Python */
 #define SHIM_HYPERCALL_IRET     23          /* __HYPERVISOR_iret             */
 #define SHIM_FLAT_RING1_CS      0xe019      /* FLAT_RING1_CS (x86_32)        */
 #define SHIM_EFLAGS_ALL         0x3f7fd5u   /* what an iret may set, as Xen  */
@@ -200,7 +201,7 @@ struct shim_vcpu {
     uint32_t fast_flags;            /* SHIM_FAST_*                            */
     uint32_t gv_vinfo;              /* vcpu_info in this vCPU's own view, 0 = none */
     uint32_t nr_fast_msrs;
-    struct { uint32_t idx, lo, hi; } fast_msrs[SHIM_MAX_FAST_MSRS];
+    struct { uint32_t idx, lo, hi, python; } fast_msrs[SHIM_MAX_FAST_MSRS];
     /* ---- the guest's virtual IDT ---- */
     struct shim_trap traps[256];
 };

@@ -47,12 +47,20 @@ static inline long hypercall_mmu_update(struct mmu_update *reqs,
     return _hypercall(__HYPERVISOR_mmu_update, reqs, count, done, dom, 0);
 }
 
-/* PAE: the 64-bit PTE goes in two words, then the UVMF_* flags. */
+/*
+ * PAE: the 64-bit PTE goes in two words, then the UVMF_* flags.  Non-PAE:
+ * the 32-bit PTE is one word (the high half of `pte` is ignored).
+ */
 static inline long hypercall_update_va_mapping(unsigned long va, uint64_t pte,
                                                unsigned long flags)
 {
+#ifdef CONFIG_PAE
     return _hypercall(__HYPERVISOR_update_va_mapping, va, (uint32_t)pte,
                       (uint32_t)(pte >> 32), flags, 0);
+#else
+    return _hypercall(__HYPERVISOR_update_va_mapping, va, (uint32_t)pte,
+                      flags, 0, 0);
+#endif
 }
 
 /* Absolute deadline in ns of system time; 0 cancels the timer. */

@@ -42,5 +42,8 @@
         xen_note_word   XEN_ELFNOTE_PADDR_OFFSET,   0
         xen_note_word   XEN_ELFNOTE_ENTRY,          _start
         xen_note_word   XEN_ELFNOTE_HYPERCALL_PAGE, hypercall_page
+#ifdef CONFIG_PAE
         xen_note_str    XEN_ELFNOTE_PAE_MODE,       "yes"
         xen_note_str    XEN_ELFNOTE_FEATURES,       "pae_pgdir_above_4gb"
+#endif
+        /* Without PAE_MODE: a non-PAE kernel ("xen-3.0-x86_32"). */

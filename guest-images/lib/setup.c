@@ -23,8 +23,9 @@ void xenguest_main(start_info_t *si)
     start_info = si;
     early_printk("xenguest: start_info at %p, magic \"%.32s\", %u pages\n",
                  si, si->magic, si->nr_pages);
-    if (strncmp(si->magic, "xen-3.0-x86_32p", 15) != 0)
-        early_printk("xenguest: warning: not a PAE PV start_info\n");
+    if (strncmp(si->magic, XEN_GUEST_MAGIC, sizeof(XEN_GUEST_MAGIC)) != 0)
+        early_printk("xenguest: warning: start_info magic is not \""
+                     XEN_GUEST_MAGIC "\"\n");
 
     traps_init();
     events_init();

@@ -32,9 +32,26 @@
 #define FLAT_KERNEL_DS          0xe021  /* ring 1 flat data, GDT entry 260 */
 #define FLAT_KERNEL_SS          FLAT_KERNEL_DS
 
+/*
+ * Paging mode: PAE ("xen-3.0-x86_32p", 3 levels, 8-byte entries) unless the
+ * build asks for the legacy non-PAE ABI with -DCONFIG_NONPAE
+ * ("xen-3.0-x86_32", 2 levels, 4-byte entries, hole at 0xFC000000).
+ */
+#if !defined(CONFIG_NONPAE) && !defined(CONFIG_PAE)
+#define CONFIG_PAE 1
+#endif
+
+#ifdef CONFIG_PAE
 #define HYPERVISOR_VIRT_START   0xF5800000UL    /* PAE layout */
 #define MACH2PHYS_VIRT_START    0xF5800000UL    /* read-only M2P table */
 #define MACH2PHYS_VIRT_END      0xF6800000UL
+#define XEN_GUEST_MAGIC         "xen-3.0-x86_32p"
+#else
+#define HYPERVISOR_VIRT_START   0xFC000000UL    /* non-PAE layout */
+#define MACH2PHYS_VIRT_START    0xFC000000UL
+#define MACH2PHYS_VIRT_END      0xFC400000UL
+#define XEN_GUEST_MAGIC         "xen-3.0-x86_32"
+#endif
 #define FIRST_RESERVED_GDT_BYTE 0xE000          /* page 14 of the GDT */
 
 /* ---- ELF notes (elfnote.h), name "Xen" ------------------------------ */
@@ -103,7 +120,11 @@
 #define _PAGE_DIRTY             0x040
 #define PAGE_SHIFT              12
 #define PAGE_SIZE               (1UL << PAGE_SHIFT)
+#ifdef CONFIG_PAE
 #define PTE_MFN_MASK            0x000FFFFFFFFFF000ULL   /* bits 12..51 */
+#else
+#define PTE_MFN_MASK            0xFFFFF000ULL           /* bits 12..31 */
+#endif
 
 /* 2-level event channels: 32 words of 32 bits on i386. */
 #define NR_EVTCHN_WORDS         32

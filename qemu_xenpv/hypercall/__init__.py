@@ -115,6 +115,21 @@ class Call:
     def write_struct(self, layout, va: int, values: dict) -> None:
         self.write(va, layout.pack(values))
 
+    def array_ok(self, va: int, count: int, size: int) -> bool:
+        """compat_handle_okay() (x86_64/uaccess.h compat_array_access_ok):
+        an array of `count` elements of `size` bytes lies wholly below the
+        hypervisor hole (the guest's address-space limit).  Checked up
+        front, before any element is read or acted on; False is -EFAULT.
+
+        mmu_update, mmuext_op and multicall use it too (for a non-zero
+        count), as 32-bit Xen's access_ok() did.  (64-bit Xen checks their
+        handles with the native guest_handle_okay(), whose access_ok()
+        passes any 32-bit pointer: there, a huge count runs the entries
+        that can be read before the copy faults with -EFAULT.)"""
+        if count >= 0xFFFFFFFF // size:
+            return False
+        return va + (count * size - 1 if count else 0) < self.dom.mode.hole_start
+
     def read_u32(self, va: int) -> int:
         return int.from_bytes(self.read(va, 4), "little")
 
@@ -125,7 +140,7 @@ class Call:
 def _load_families() -> None:
     # importing a family registers it
     from . import (console, version, sched, traps, desc, mmu, memory, physdev,  # noqa: F401
-                   misc, multicall, vcpu, evtchn, grant)
+                   misc, multicall, vcpu, evtchn, grant, debugreg)
 
 
 def dispatch(call: Call) -> int:

@@ -10,6 +10,10 @@ STOP = K.ACT_HALT | K.ACT_BLOCK | K.ACT_RETRY
 
 @hypercall("multicall", 2, note="an iret entry ends the multicall (XSA-213); nested multicall -EINVAL")
 def multicall(call, call_list, nr_calls):
+    # guest_handle_okay(): the whole list is checked before any entry runs
+    # (see Call.array_ok for how this differs from 64-bit Xen)
+    if nr_calls and not call.array_ok(call_list, nr_calls, abi.multicall_entry.size):
+        return -abi.EFAULT
     for i in range(nr_calls):
         va = call_list + i * abi.multicall_entry.size
         ent = call.read_struct(abi.multicall_entry, va)

@@ -5,7 +5,7 @@ from ..abi import EINVAL, EPERM, ENOSYS
 from . import hypercall
 
 PHYSDEVOP_set_iopl, PHYSDEVOP_set_iobitmap = 6, 7
-PHYSDEVOP_NAMES = {4: "irq_status_query", 5: "irq_status_query", 6: "set_iopl",
+PHYSDEVOP_NAMES = {4: "irq_unmask_notify", 5: "irq_status_query", 6: "set_iopl",
                    7: "set_iobitmap", 8: "apic_read", 9: "apic_write", 10: "alloc_irq_vector",
                    11: "free_irq_vector", 12: "eoi", 13: "map_pirq", 14: "unmap_pirq",
                    15: "manage_pci_add", 16: "manage_pci_remove", 17: "pirq_eoi_gmfn_v1"}

@@ -55,7 +55,7 @@ STRUCTS = [
         "extent_start": 0, "nr_extents": 4, "extent_order": 8, "mem_flags": 12, "domid": 16}),
     (abi.xen_memory_map, 8, {"nr_entries": 0, "buffer": 4}),
     (abi.e820_entry, 20, {"addr": 0, "size": 8, "type": 16}),            # packed in Xen
-    (abi.xen_machphys_mfn_list, 8, {"max_extents": 0, "extent_start": 4}),
+    (abi.xen_machphys_mfn_list, 12, {"max_extents": 0, "extent_start": 4, "nr_extents": 8}),
     (abi.xen_machphys_mapping, 12, {"v_start": 0, "v_end": 4, "max_mfn": 8}),
     (abi.xen_add_to_physmap, 16, {"domid": 0, "size": 2, "space": 4, "idx": 8, "gpfn": 12}),
     (abi.xen_hvm_param, 16, {"domid": 0, "index": 4, "value": 8}),
