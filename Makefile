@@ -4,6 +4,7 @@
 #   make demo    setup + build + boot the demo guest on your terminal
 #   make test    setup + build + the whole test suite
 #   make bench   setup + build + the benchmarks (a table of figures)
+#   make docs    regenerate the generated reference pages in docs/
 VENV    := .venv
 PY      := $(VENV)/bin/python
 XENPV   := $(VENV)/bin/qemu-xenpv
@@ -25,14 +26,19 @@ demo: setup all
 	$(XENPV) create -c guest-images/demo.cfg
 
 test: setup all
-	$(PY) -m pytest $(PYTEST_ARGS) tests
+	$(PY) -m pytest $(PYTEST_ARGS) tests examples
 
 bench: setup all
 	$(PY) -m qemu_xenpv.bench
+
+# regenerate the references made from the code (docs/abi-matrix.md,
+# docs/configuration.md, docs/cli.md); a unit test checks the ABI matrix
+docs: setup
+	$(PY) -m qemu_xenpv.docgen --write
 
 clean:
 	@$(MAKE) -s -C firmware clean
 	@$(MAKE) -s -C machine/native clean
 	@$(MAKE) -s -C guest-images clean
 
-.PHONY: all firmware native guests setup demo test bench clean
+.PHONY: all firmware native guests setup demo test bench docs clean

@@ -31,7 +31,7 @@ log = logging.getLogger("qemu_xenpv.machine.hvm")
 class HVMMachine:
     def __init__(self, ram: GuestRAM, firmware: str, name: str, vcpus: int = 1,
                  accel: str = "tcg", gdb_port: Optional[int] = None, gdb_wait: bool = False,
-                 extra_args: Optional[List[str]] = None):
+                 extra_args: Optional[List[str]] = None, extra_fds: Optional[List[int]] = None):
         self.ram = ram
         self.firmware = firmware
         self.name = name
@@ -40,6 +40,7 @@ class HVMMachine:
         self.gdb_port = gdb_port
         self.gdb_wait = gdb_wait
         self.extra_args = extra_args or []
+        self.extra_fds = extra_fds or []
         self.qmp_ours, self.qmp_theirs = socket.socketpair()
         self.com1_ours, self.com1_theirs = socket.socketpair()
         self.com1_ours.setblocking(False)
@@ -77,14 +78,16 @@ class HVMMachine:
                 "-mon", "chardev=qmp,mode=control"]
         if self.gdb_port is not None:
             args += ["-gdb", f"tcp:127.0.0.1:{self.gdb_port}"]
-        if self.gdb_wait:
-            args += ["-S"]
+        # Always start stopped: the domain registers for QMP events, then
+        # continues (or leaves that to gdb), so no guest power-off or reset
+        # can happen before anyone listens for it.
+        args += ["-S"]
         return args + self.extra_args
 
     def launch(self) -> None:
         self.args = self.command_line()
         log.debug("launch: %s", " ".join(self.args))
-        fds = [self.ram.fd, self.com1_theirs.fileno(), self.qmp_theirs.fileno()]
+        fds = [self.ram.fd, self.com1_theirs.fileno(), self.qmp_theirs.fileno()] + self.extra_fds
         try:
             self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

@@ -8,6 +8,10 @@ baseline measured in the same run and the goal it is held to.
                   pure polling)
   plumbing        XenStore read, event channel ping-pong guest<->guest and
                   guest<->domain 0, grant copy throughput (bench_plumbing.py)
+  network         ping RTT and UDP throughput guest<->guest and guest->host
+                  (TAP) against host loopback sockets (bench_net.py)
+  block           blkfront sequential read/write MB/s and 4 KiB random read IOPS
+                  against Python doing the same I/O on the image (bench_block.py)
 """
 
 from __future__ import annotations
@@ -89,6 +93,10 @@ def measure(accel: str, runs: int) -> Dict[str, object]:
                 res["extra"] = {k: statistics.median(v) for k, v in extra.items()}
         from . import bench_plumbing                # XenStore, event channels, grants
         res.update(bench_plumbing.measure(hv, accel))
+        from . import bench_net                     # netback: ping, UDP throughput
+        res.update(bench_net.measure(hv, accel))
+        from . import bench_block                   # blkback: throughput, IOPS
+        res.update(bench_block.measure(hv, accel))
     finally:
         hv.shutdown()
     return res
@@ -125,7 +133,9 @@ def table(res: Dict[str, object]) -> List[str]:
             rows.append(f"{label:<44} {v:>8.2f}us {'null hypercall ' + format(null, '.2f') + 'us':>18} "
                         f"{v / null:>6.2f}x")
     from . import bench_plumbing
-    return rows + bench_plumbing.rows(res)
+    from . import bench_net
+    from . import bench_block
+    return rows + bench_plumbing.rows(res) + bench_net.rows(res) + bench_block.rows(res)
 
 
 def main(argv=None) -> int:

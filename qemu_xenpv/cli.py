@@ -3,9 +3,13 @@
     qemu-xenpv create CONFIG [-c] [var=value ...]
     qemu-xenpv list | console | destroy | shutdown | reboot | sysrq | pause | unpause
     qemu-xenpv xenstore-ls | xenstore-read | xenstore-write | xenstore-rm | xenstore-watch
+    qemu-xenpv block-attach | block-detach | block-list
+    qemu-xenpv run-test KERNEL|CONFIG ... [--timeout S] [--junit FILE] [-j N]
     qemu-xenpv dmesg | info | help
 
-Every error is one line on stderr and a non-zero exit status.
+Every command is a call of the Python API (qemu_xenpv.api) and some
+printing: one path, not two.  Every error is one line on stderr and a
+non-zero exit status.
 """
 
 from __future__ import annotations
@@ -14,11 +18,10 @@ import argparse
 import json
 import os
 import select
-import socket
 import sys
 from typing import List, Optional
 
-from .errors import XenPVError, ConfigError
+from .errors import XenPVError
 
 EXIT_DOC = """exit status of 'create -c' (how the guest ended):
   0  powered off (or console detached with Ctrl-])
@@ -31,152 +34,170 @@ EXIT_DOC = """exit status of 'create -c' (how the guest ended):
 DETACH = 0x1D           # Ctrl-]
 
 
-class Client:
-    def __init__(self, start: bool = False):
-        from .daemon import ensure_daemon, socket_path, _ping
-        path = ensure_daemon() if start else socket_path()
-        if not start and not _ping(path):
-            raise XenPVError("no qemu-xenpv domains are running (no daemon)")
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(str(path))
-        self.buf = b""          # bytes received after the last reply line
+def Client(start: bool = False):
+    """The daemon of this run directory, connected (an api.Host): with
+    `start`, started if it is not running; without, an error if it is not."""
+    from .api import Host
+    return Host(start=start).connect()
 
-    def request(self, req: dict) -> dict:
-        self.sock.sendall((json.dumps(req) + "\n").encode())
-        while b"\n" not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise XenPVError("the qemu-xenpv daemon closed the connection")
-            self.buf += chunk
-        line, _, self.buf = self.buf.partition(b"\n")
-        resp = json.loads(line)
-        if not resp.get("ok"):
-            raise XenPVError(resp.get("error", "request failed"))
-        return resp
 
-    def console(self, domain: str, out=None) -> int:
-        """Attach to a console until the guest ends (its exit code) or Ctrl-]."""
-        from .daemon import FRAME
-        self.request({"op": "console", "domain": domain})
-        out = out or sys.stdout.buffer
-        stdin = sys.stdin
-        fd_in = stdin.fileno() if stdin and not stdin.closed else None
-        tty_state = None
-        if fd_in is not None and os.isatty(fd_in):
-            import termios
-            import tty
-            tty_state = termios.tcgetattr(fd_in)
-            tty.setraw(fd_in)
-        buf, self.buf = self.buf, b""
-        try:
-            first = True
-            while True:
-                fds = [self.sock] + ([fd_in] if fd_in is not None else [])
-                ready, _, _ = select.select(fds, [], [], 0 if first and buf else None)
-                first = False
+def interactive_console(stream, out=None) -> int:
+    """Attach the terminal to a console stream (api.ConsoleStream) until
+    the guest ends (its exit code) or Ctrl-] (0)."""
+    out = out or sys.stdout.buffer
+    stdin = sys.stdin
+    fd_in = stdin.fileno() if stdin and not stdin.closed else None
+    tty_state = None
+    if fd_in is not None and os.isatty(fd_in):
+        import termios
+        import tty
+        tty_state = termios.tcgetattr(fd_in)
+        tty.setraw(fd_in)
+    try:
+        while True:
+            if not stream.has_buffered():
+                fds = [stream] + ([fd_in] if fd_in is not None else [])
+                ready, _, _ = select.select(fds, [], [])
                 if fd_in is not None and fd_in in ready:
                     data = os.read(fd_in, 1024)
                     if not data:
                         fd_in = None
                     elif DETACH in data:
-                        before = data[:data.index(DETACH)]
-                        if before:
-                            self.sock.sendall(FRAME.pack(b"I", len(before)) + before)
+                        stream.send_input(data[:data.index(DETACH)])
                         return 0
                     else:
-                        self.sock.sendall(FRAME.pack(b"I", len(data)) + data)
-                if self.sock in ready:
-                    chunk = self.sock.recv(65536)
-                    if not chunk:
-                        return 1
-                    buf += chunk
-                if buf:
-                    while len(buf) >= FRAME.size:
-                        kind, n = FRAME.unpack(buf[:FRAME.size])
-                        if len(buf) < FRAME.size + n:
-                            break
-                        payload = buf[FRAME.size:FRAME.size + n]
-                        buf = buf[FRAME.size + n:]
-                        if kind == b"D":
-                            out.write(payload)
-                            out.flush()
-                        elif kind == b"E":
-                            end = json.loads(payload)
-                            self._restore(fd_in, tty_state)
-                            tty_state = None
-                            return self._report_end(end)
-        finally:
-            self._restore(fd_in, tty_state)
-
-    @staticmethod
-    def _restore(fd, state) -> None:
-        if state is not None:
-            import termios
-            termios.tcsetattr(fd, termios.TCSADRAIN, state)
-
-    @staticmethod
-    def _report_end(end: dict) -> int:
-        reason = end.get("reason")
-        if reason == "crash":
-            for line in end.get("report") or []:
-                print(line, file=sys.stderr)
-            detail = end.get("detail")
-            print(f"qemu-xenpv: the guest crashed{': ' + detail if detail else ''}",
-                  file=sys.stderr)
-        elif reason not in ("poweroff", None):
-            print(f"qemu-xenpv: the guest ended: {reason}", file=sys.stderr)
-        return int(end.get("exit", 1))
-
-    def close(self) -> None:
-        self.sock.close()
+                        stream.send_input(data)
+                    if stream not in ready:
+                        continue
+            for kind, payload in stream.events(0) or []:
+                if kind == "data":
+                    out.write(payload)
+                    out.flush()
+                elif kind == "end":
+                    _restore(fd_in, tty_state)
+                    tty_state = None
+                    return _report_end(payload)
+                elif kind == "closed":
+                    return 1
+    finally:
+        _restore(fd_in, tty_state)
 
 
-def _domain_config(args) -> "DomainConfig":
-    from .config import load_config_file, parse_overrides
-    cfg = load_config_file(args.config, parse_overrides(args.vars))
-    cfg.load_images()
-    if args.name:
-        cfg.name = args.name
-    return cfg
+def _restore(fd, state) -> None:
+    if state is not None:
+        import termios
+        termios.tcsetattr(fd, termios.TCSADRAIN, state)
+
+
+def _report_end(end) -> int:
+    """Say how the guest ended (an api.Ending); its exit status."""
+    if end.reason == "crash":
+        for line in end.crash_report:
+            print(line, file=sys.stderr)
+        print(f"qemu-xenpv: the guest crashed{': ' + end.detail if end.detail else ''}",
+              file=sys.stderr)
+    elif end.reason not in ("poweroff", None):
+        print(f"qemu-xenpv: the guest ended: {end.reason}", file=sys.stderr)
+    return end.exit_code
 
 
 def cmd_create(args) -> int:
+    from . import api
+    from .config import parse_overrides
+    cfg = api.load_config(args.config, parse_overrides(args.vars))
+    if args.name:
+        cfg.name = args.name
     from qemu_xenpv.machine.qemu import qemu_binary
-    from . import paths
-    cfg = _domain_config(args)
     qemu_binary()
-    for p in (paths.shim_elf(), paths.rom_bin()):
-        if not p.exists():
-            raise XenPVError(f"firmware {p} is not built: run 'make' in the source tree")
     for w in cfg.warnings:
         print(f"qemu-xenpv: warning: {w}", file=sys.stderr)
-    c = Client(start=True)
-    opts = {"accel": args.accel, "gdb": args.gdb, "trace": os.path.abspath(args.trace_hypercalls)
-            if args.trace_hypercalls else None, "scramble_p2m": args.scramble_p2m,
-            "doorbell": args.doorbell}
-    d = cfg.to_dict()
-    resp = c.request({"op": "create", "config": d, "options": opts, "cwd": os.getcwd()})
-    where = f", console on port {resp['console_port']}" if resp.get("console_port") else ""
-    gdb = f", gdb on port {resp['gdb_port']} (waiting for it to continue)" if resp.get("gdb_port") else ""
-    print(f"Started domain {resp['name']} (id={resp['domid']}){where}{gdb}, "
-          f"accel {resp['accel']} ({resp['accel_reason']})", file=sys.stderr)
+    if getattr(args, "pcap", None):
+        _pcap_option(cfg, args.pcap)
+    host = api.Host(start=True)
+    dom = host.create(cfg, console=args.console, accel=args.accel, gdb=args.gdb,
+                      trace_hypercalls=args.trace_hypercalls, scramble_p2m=args.scramble_p2m,
+                      doorbell=args.doorbell)
+    where = f", console on port {dom.console_port}" if dom.console_port else ""
+    gdb = f", gdb on port {dom.gdb_port} (waiting for it to continue)" if dom.gdb_port else ""
+    print(f"Started domain {dom.name} (id={dom.domid}){where}{gdb}, "
+          f"accel {dom.accel} ({dom.accel_reason})", file=sys.stderr)
     if args.console:
-        return c.console(resp["name"])
+        return interactive_console(dom.console_stream)
+    return 0
+
+
+def _pcap_option(cfg, path: str) -> None:
+    """--pcap FILE: capture vif 0 (and vif N into FILE.N)."""
+    if not cfg.vifs:
+        raise XenPVError("--pcap: the domain has no vif (add vif = [''] to the config)")
+    path = os.path.abspath(path)
+    for i, v in enumerate(cfg.vifs):
+        v["pcap"] = path if i == 0 else f"{path}.{i}"
+
+
+def cmd_network(args) -> int:
+    c = Client()
+    if args.cmd == "network-attach":
+        resp = c.request({"op": "network-attach", "domain": args.domain,
+                          "spec": ",".join(args.spec), "cwd": os.getcwd()})
+        print(f"vif {resp['devid']} attached, mac {resp['mac']}", file=sys.stderr)
+    elif args.cmd == "network-detach":
+        resp = c.request({"op": "network-detach", "domain": args.domain,
+                          "device": args.device, "force": args.force})
+        if not resp.get("clean"):
+            print("qemu-xenpv: warning: the frontend did not close in time: removed anyway",
+                  file=sys.stderr)
+    else:
+        vifs = c.request({"op": "network-list", "domain": args.domain})["vifs"]
+        if args.json:
+            print(json.dumps(vifs, indent=2))
+            return 0
+        print(f"{'Dom':>4} {'Idx':>3} {'BE':>3} {'Mac Addr.':<17} {'State':>5} {'Evt-ch':>6} "
+              f"{'Tx-/Rx-ring-ref':>15} {'Switch':<12} {'TX pkts':>8} {'RX pkts':>8} "
+              f"{'Drop':>5} {'Spoof':>5}  BE-path")
+        for v in vifs:
+            refs = f"{v.get('tx_ring_ref') if v.get('tx_ring_ref') is not None else -1}/" \
+                   f"{v.get('rx_ring_ref') if v.get('rx_ring_ref') is not None else -1}"
+            print(f"{v['domid']:>4} {v['devid']:>3} {0:>3} {v['mac']:<17} {v['state']:>5} "
+                  f"{v.get('evtchn') or -1:>6} {refs:>15} {v.get('switch') or '-':<12} "
+                  f"{v['tx_packets']:>8} {v['rx_packets']:>8} {v['rx_dropped']:>5} "
+                  f"{v['spoofed']:>5}  {v['be_path']}")
+    return 0
+
+
+def cmd_block(args) -> int:
+    c = Client()
+    if args.cmd == "block-attach":
+        resp = c.request({"op": "block-attach", "domain": args.domain, "spec": args.spec,
+                          "cwd": os.getcwd()})
+        print(f"disk {resp['vdev']} ({resp['devid']}) attached", file=sys.stderr)
+    elif args.cmd == "block-detach":
+        resp = c.request({"op": "block-detach", "domain": args.domain,
+                          "device": args.device, "force": args.force})
+        if not resp.get("clean"):
+            print("qemu-xenpv: warning: the frontend did not close in time: removed anyway",
+                  file=sys.stderr)
+    else:
+        disks = c.request({"op": "block-list", "domain": args.domain})["disks"]
+        if args.json:
+            print(json.dumps(disks, indent=2))
+            return 0
+        print(f"{'Domain':<20} {'Vdev':<6} {'Dev':>6} {'BE':>3} {'State':>5} {'Mode':>4} "
+              f"{'Format':<6} {'Sectors':>10}  Target")
+        for d in disks:
+            print(f"{d['domain']:<20} {d['vdev']:<6} {d['devid']:>6} {0:>3} {d['state']:>5} "
+                  f"{d['mode']:>4} {d['format']:<6} {d['sectors']:>10}  {d['target']}")
     return 0
 
 
 def cmd_console(args) -> int:
-    return Client().console(args.domain)
+    dom = Client().domain(args.domain)
+    return interactive_console(dom.attach_console().stream)
 
 
 def cmd_list(args) -> int:
-    try:
-        doms = Client().request({"op": "list"})["domains"]
-    except XenPVError as e:
-        if "no daemon" in str(e):
-            doms = []
-        else:
-            raise
+    from .api import Host
+    doms = Host(start=False).domains()
     if args.json:
         print(json.dumps(doms, indent=2))
         return 0
@@ -190,39 +211,26 @@ def cmd_list(args) -> int:
 
 def _simple(op: str):
     def run(args) -> int:
-        req = {"op": op, "domain": args.domain}
-        if op == "shutdown":
-            req["wait"] = args.wait
-        if op == "reboot":
-            req = {"op": "shutdown", "domain": args.domain, "reason": "reboot", "wait": args.wait}
-        if op in ("shutdown", "reboot") and args.timeout is not None:
-            req["timeout"] = args.timeout
-        if op == "sysrq":
-            req["key"] = args.key
-        resp = Client().request(req)
-        if resp.get("message"):
-            print(resp["message"], file=sys.stderr)
+        dom = Client().domain(args.domain)
+        message = ""
+        if op in ("shutdown", "reboot"):
+            message = dom.shutdown(wait=args.wait, timeout=args.timeout,
+                                   reason="poweroff" if op == "shutdown" else "reboot")
+        elif op == "sysrq":
+            dom.sysrq(args.key)
+        else:
+            getattr(dom, op)()                  # destroy, pause, unpause
+        if message:
+            print(message, file=sys.stderr)
         return 0
     return run
 
 
-def _xs_client():
-    """A connection to the daemon's xenstored socket (xs_wire, as domain 0)."""
-    from .daemon import _ping, run_dir, socket_path
-    from .xenstore.client import XsClient
-    from .xenstored import SOCKET_NAME
-    if not _ping(socket_path()):
-        raise XenPVError("no qemu-xenpv domains are running (no daemon, so no XenStore)")
-    try:
-        return XsClient(run_dir() / SOCKET_NAME, timeout=None)
-    except OSError as e:
-        raise XenPVError(f"cannot reach xenstored: {e}") from None
-
-
 def cmd_xenstore(args) -> int:
     import errno as errno_mod
+    from .api import Host
     from .xenstore import XenStoreError
-    c = _xs_client()
+    c = Host(start=False).xenstore_client()
     path = getattr(args, "path", "/")
     try:
         if args.cmd == "xenstore-read":
@@ -253,25 +261,23 @@ def cmd_xenstore(args) -> int:
 
 
 def cmd_dmesg(args) -> int:
-    try:
-        lines = Client().request({"op": "dmesg", "clear": args.clear})["lines"]
-    except XenPVError as e:
-        if "no daemon" not in str(e):
-            raise
-        from .daemon import run_dir
-        p = run_dir() / "xenpv.log"
-        lines = p.read_text().splitlines() if p.exists() else []
-    for l in lines:
-        print(l)
+    from .api import Host
+    for line in Host(start=False).dmesg(clear=args.clear):
+        print(line)
     return 0
 
 
 def cmd_info(args) -> int:
-    info = Client(start=True).request({"op": "info", "accel": args.accel})["info"]
+    info = Client(start=True).info(accel=args.accel)
     width = max(len(k) for k in info)
     for k, v in info.items():
         print(f"{k:<{width}} : {v}")
     return 0
+
+
+def cmd_run_test(args) -> int:
+    from .runtest import main_from_args
+    return main_from_args(args)
 
 
 def cmd_daemon(args) -> int:
@@ -299,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--scramble-p2m", action="store_true",
                    help="shuffle the pseudo-physical to machine map (deterministic)")
     c.add_argument("--name", help="override the domain name")
+    c.add_argument("--pcap", metavar="FILE",
+                   help="write every frame of vif 0 to FILE in pcap format (vif N: FILE.N)")
     c.add_argument("--doorbell", choices=("ivshmem", "port", "poll"), default="ivshmem",
                    help=argparse.SUPPRESS)
     c.set_defaults(fn=cmd_create)
@@ -337,6 +345,34 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("-n", dest="count", type=int, metavar="COUNT",
                            help="exit after COUNT events (the first fires at once)")
         s.set_defaults(fn=cmd_xenstore)
+    s = sub.add_parser("network-attach", help="add a vif to a running domain")
+    s.add_argument("domain")
+    s.add_argument("spec", nargs="*", metavar="key=value",
+                   help="as in the config's vif list: mac=, bridge=, ip=, pcap=")
+    s.set_defaults(fn=cmd_network)
+    s = sub.add_parser("network-detach", help="remove a vif from a running domain")
+    s.add_argument("domain")
+    s.add_argument("device", help="the vif's index (devid) or MAC")
+    s.add_argument("--force", action="store_true", help="do not wait for the frontend")
+    s.set_defaults(fn=cmd_network)
+    s = sub.add_parser("network-list", help="the vifs of a domain (all domains without one)")
+    s.add_argument("domain", nargs="?")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_network)
+    s = sub.add_parser("block-attach", help="add a disk to a running domain")
+    s.add_argument("domain")
+    s.add_argument("spec", help="as in the config's disk list: 'file:/img,xvdb,w' or "
+                                "'format=qcow2,vdev=xvdc,access=w,target=/img.qcow2'")
+    s.set_defaults(fn=cmd_block)
+    s = sub.add_parser("block-detach", help="remove a disk from a running domain")
+    s.add_argument("domain")
+    s.add_argument("device", help="the disk's virtual device (xvdb) or number (51728)")
+    s.add_argument("--force", action="store_true", help="do not wait for the frontend")
+    s.set_defaults(fn=cmd_block)
+    s = sub.add_parser("block-list", help="the disks of a domain (all domains without one)")
+    s.add_argument("domain", nargs="?")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_block)
     s = sub.add_parser("sysrq", help="send a sysrq key (control/sysrq)")
     s.add_argument("domain")
     s.add_argument("key")
@@ -347,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="about this hypervisor and the accelerator it chooses")
     i.add_argument("--accel", choices=("auto", "tcg", "kvm"), default="auto")
     i.set_defaults(fn=cmd_info)
+    from .runtest import add_parser as add_run_test
+    add_run_test(sub).set_defaults(fn=cmd_run_test)
     h = sub.add_parser("help", help="this help")
     h.set_defaults(fn=lambda a: (p.print_help(), 0)[1])
     dm = sub.add_parser("daemon", help=argparse.SUPPRESS)

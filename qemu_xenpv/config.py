@@ -33,13 +33,15 @@ IMPLEMENTED = {
     "on_poweroff": "action", "on_reboot": "action", "on_crash": "action",
     "uuid": "domain UUID", "loader": "'generic' only",
     "max_event_channels": "accepted; the 2-level ABI has 1024 ports",
+    "disk": "virtual disks (devices/storage.py: 'file:/img,xvda,w', xl's key=value form)",
+    "vif": "network interfaces (devices/netback.py: 'mac=00:16:3e:..,bridge=NAME,ip=A.B.C.D')",
 }
 # HVM domains (qemu_xenpv/hvm): their own variables
 from .hvm.keys import HVM_KEYS  # noqa: E402
 IMPLEMENTED.update(HVM_KEYS)
 # xl.cfg / xm variables we know and do not implement (yet): a warning each
 KNOWN_UNIMPLEMENTED = {
-    "disk", "vif", "pci", "vfb", "vkb", "vtpm", "usb", "usbctrl", "usbdev", "channel",
+    "pci", "vfb", "vkb", "vtpm", "usb", "usbctrl", "usbdev", "channel",
     "p9", "vdispl", "vsnd", "connectors", "cpus", "cpus_soft", "cpu_weight", "cap",
     "localtime", "rtc_timeoffset", "on_watchdog", "on_soft_reset", "vnc", "vnclisten",
     "vncpasswd", "vncdisplay", "sdl", "serial", "boot", "acpi", "apic", "pae", "hap",
@@ -71,6 +73,8 @@ class DomainConfig:
     warnings: List[str] = field(default_factory=list)
     kernel_image: Any = None
     ramdisk_bytes: Optional[bytes] = None
+    disks: List[Any] = field(default_factory=list)     # devices.storage.DiskSpec
+    vifs: List[Dict[str, str]] = field(default_factory=list)   # devices.netback.parse_vif
 
     def load_images(self) -> None:
         """Read the kernel (and ramdisk): every image error is found here."""
@@ -89,7 +93,14 @@ class DomainConfig:
                 "ramdisk": self.ramdisk, "on_poweroff": self.on_poweroff,
                 "on_reboot": self.on_reboot, "on_crash": self.on_crash,
                 "uuid": str(self.uuid) if self.uuid else None,
-                "scramble_p2m": self.scramble_p2m, "source": self.source}
+                "scramble_p2m": self.scramble_p2m, "source": self.source,
+                "disk": [d.canonical() for d in self.disks],
+                "vif": [_format_vif(v) for v in self.vifs]}
+
+
+def _format_vif(v: Dict[str, str]) -> str:
+    from qemu_xenpv.devices.netback import format_vif
+    return format_vif(v)
 
 
 def _parse_value(text: str) -> Any:
@@ -269,6 +280,12 @@ def from_values(values: Dict[str, Any], path: str = "<config>", base: Optional[s
             cfg.uuid = uuidlib.UUID(str(values["uuid"]))
         except ValueError:
             raise ConfigError(f"{path}: uuid {values['uuid']!r} is not a UUID") from None
+    if values.get("disk") is not None:
+        from qemu_xenpv.devices.storage import parse_disk_list
+        cfg.disks = parse_disk_list(values["disk"], path, base)
+    if values.get("vif") is not None:
+        from qemu_xenpv.devices.netback import parse_vifs
+        cfg.vifs = parse_vifs(values["vif"], path, base, cfg.warnings)
     if mev is not None and mev > 1024:
         cfg.warnings.append(f"max_event_channels = {mev}: the 2-level ABI offers 1024 ports")
     return cfg

@@ -60,6 +60,7 @@ class Domain:
         self.ram = None
         self.machine = None
         self.console = None
+        self.devices = None             # PV back ends (devices/xenbus.py DeviceSet)
         self.console_port: Optional[int] = None
         self.created = time.time()
         self.boot_t0 = 0.0
@@ -68,6 +69,8 @@ class Domain:
         self.on_end: List[Callable[["Domain"], None]] = []
         self.evtchn = EventChannels(hv, self)
         self.native = None
+        self._starting = True           # start() is running: an end waits for it
+        self._deferred_end: Optional[str] = None
 
     # ---- properties used by the hypercall families ----
     @property
@@ -216,6 +219,9 @@ class Domain:
             self.state = RUNNING
             self.console.connect()
             self._xenstore_introduce()
+            from qemu_xenpv.devices.xenbus import DeviceSet
+            self.devices = DeviceSet(self)
+            self.devices.create_configured()        # disks, vifs: before the guest runs
             for v in self.vcpus[:1]:
                 v.start()
             self.boot_t0 = time.monotonic()
@@ -229,12 +235,21 @@ class Domain:
                 raise
             self.hv.loop.create_task(self._watch_process())
         except XenPVError:
+            self._deferred_end = None
             await self._teardown()
             raise
         except Exception as e:
+            self._deferred_end = None
             await self._teardown()
             log.exception("domain %s: phase %s failed", self.name, phase)
             raise XenPVError(f"domain '{self.name}': {phase} failed: {e}") from None
+        finally:
+            self._starting = False
+        # A guest may end within milliseconds, before QMP is even connected:
+        # what its end sets off (teardown, restart) waits until start is over.
+        if self._deferred_end is not None:
+            reason, self._deferred_end = self._deferred_end, None
+            self._after_shutdown(reason)
 
     async def _watch_process(self) -> None:
         proc = self.machine.proc
@@ -399,9 +414,19 @@ class Domain:
         for v in self.vcpus:
             v.stopping = True
 
+    def end_action(self, reason: Optional[str] = None) -> str:
+        """What on_poweroff/on_reboot/on_crash say for this end (xl's rules)."""
+        reason = reason or self.end_reason
+        return {"poweroff": self.config.on_poweroff, "reboot": self.config.on_reboot,
+                "crash": self.config.on_crash}.get(reason, "destroy")
+
     def _after_shutdown(self, reason: str) -> None:
-        action = {"poweroff": self.config.on_poweroff, "reboot": self.config.on_reboot,
-                  "crash": self.config.on_crash}.get(reason, "destroy")
+        if self._starting:
+            self._deferred_end = reason
+            return
+        if self.state == DEAD:
+            return
+        action = self.end_action(reason)
         if action == "preserve":
             self.log(f"{reason}: preserved (use 'qemu-xenpv destroy {self.name}')")
             self.hv.loop.create_task(self._preserve())
@@ -445,6 +470,8 @@ class Domain:
         if self.tracer is not None:
             self.tracer.close()
             self.tracer = None
+        if self.devices is not None:            # back ends finish, images closed
+            await self.devices.shutdown()
         if self.ram is not None:
             self._release_plumbing()
             self.ram.close()
@@ -464,7 +491,10 @@ class Domain:
         self.hv.domain_ended(self)
 
     async def wait(self) -> str:
-        if self.state == DEAD or (self.end_reason and self.config.on_crash == "preserve"):
+        """How the domain ended, once it has: torn down, or shut down and
+        preserved (on_poweroff/on_reboot/on_crash = "preserve")."""
+        if self.state == DEAD or (self.end_reason and self.state in (SHUTDOWN, CRASHED)
+                                  and self.end_action() == "preserve"):
             return self.end_reason or "destroyed"
         fut = asyncio.get_running_loop().create_future()
         self._end_waiters.append(fut)

@@ -53,6 +53,14 @@ class Hypervisor:
         self.dmesg_lines = collections.deque(maxlen=10000)
         self.dmesg_file = open(dmesg_path, "a", buffering=1) if dmesg_path else None
         self.on_domain_end: List[Callable] = []
+        # fn(old, new) after an on_reboot=restart made `new` (per instance:
+        # a class-level list would pile callbacks up across hypervisors)
+        self.on_domain_restart: List[Callable] = []
+        # domid -> future done when its restart has finished; and the
+        # destroy requests that came during one (applied once it is over)
+        self._restarting: Dict[int, asyncio.Future] = {}
+        self._destroy_after_restart: Dict[int, str] = {}
+        self._restart_count: Dict[int, int] = {}
         self._guest_lines: Dict[int, bytearray] = {}
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, name="hypervisor-loop", daemon=True)
@@ -150,16 +158,49 @@ class Hypervisor:
                    f"{config.vcpus} vCPU, {dom.accel}, kernel {config.kernel}")
         return dom
 
-    async def restart_domain(self, dom) -> None:
-        """on_reboot=restart: a fresh build of the same configuration."""
+    def restart_domain(self, dom):
+        """on_reboot=restart: a fresh build of the same configuration.
+
+        Marks the domain id as restarting at once (so a destroy arriving
+        before the returned coroutine runs waits for it and then applies to
+        whatever the restart produced), and returns the coroutine that does
+        the work: ``loop.create_task(hv.restart_domain(dom))``."""
+        domid = dom.domid
+        if domid not in self._restarting:
+            self._restarting[domid] = self.loop.create_future()
+        # a restarted domain may reboot again before this restart is over
+        self._restart_count[domid] = self._restart_count.get(domid, 0) + 1
+        return self._restart(dom)
+
+    async def _restart(self, dom) -> None:
+        domid = dom.domid
+        try:
+            await self._restart_body(dom)
+        finally:
+            self._restart_count[domid] -= 1
+            if not self._restart_count[domid]:
+                del self._restart_count[domid]
+                fut = self._restarting.pop(domid, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
+
+    async def _restart_body(self, dom) -> None:
         Domain = self._domain_class(dom.config)
         await dom._teardown()
+        reason = self._destroy_after_restart.pop(dom.domid, None)
+        if reason is not None:                  # destroyed while going down
+            self.dmesg(f"(XEN) d{dom.domid}: destroyed while rebooting")
+            dom.end_reason = reason
+            dom._notify_end()
+            return
         opts = dict(accel=dom.accel, doorbell=dom.doorbell, gdb_port=dom.gdb_port,
                     scramble_p2m=dom.scramble_p2m)
         new = Domain(self, dom.domid, dom.config, **opts)
         new.on_end = dom.on_end
         new._end_waiters = dom._end_waiters
         new.console_port = dom.console_port
+        if hasattr(dom, "xenpv_serial"):        # the daemon's handle: the same domain
+            new.xenpv_serial = dom.xenpv_serial
         with self.lock:
             self.domains[dom.domid] = new
         self.dmesg(f"(XEN) d{dom.domid}: rebooting")
@@ -171,9 +212,31 @@ class Hypervisor:
             new._notify_end()
             return
         for fn in list(self.on_domain_restart):
-            fn(dom, new)
+            try:
+                fn(dom, new)
+            except Exception:
+                log.exception("on_domain_restart")
+        reason = self._destroy_after_restart.pop(dom.domid, None)
+        if reason is not None:                  # destroyed while coming up
+            await new.destroy(reason)
 
-    on_domain_restart: List[Callable] = []
+    async def destroy_domain(self, dom, reason: str = "destroyed") -> None:
+        """Destroy a domain, also one in the middle of a reboot: the request
+        waits until the restart is over and then applies to the domain the
+        restart produced (Xen destroys the domain, whatever it is doing)."""
+        domid = dom.domid
+        for _ in range(100):
+            fut = self._restarting.get(domid)
+            if fut is None:
+                break
+            self._destroy_after_restart.setdefault(domid, reason)
+            await asyncio.shield(fut)
+            self._destroy_after_restart.pop(domid, None)
+            cur = self.domains.get(domid)
+            if cur is None or cur.state == "dead":
+                return
+            dom = cur
+        await dom.destroy(reason)
 
     def domain_ended(self, dom) -> None:
         with self.lock:
@@ -188,7 +251,7 @@ class Hypervisor:
 
     async def destroy_all(self) -> None:
         for d in list(self.domains.values()):
-            await d.destroy("destroyed")
+            await self.destroy_domain(d, "destroyed")
 
     def shutdown(self) -> None:
         """Tear everything down (process exit)."""
@@ -200,6 +263,11 @@ class Hypervisor:
                     d.machine.cleanup()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            try:
+                self.loop.close()
+            except RuntimeError:
+                pass
         if self.dmesg_file:
             self.dmesg_file.close()
             self.dmesg_file = None

@@ -88,9 +88,16 @@ class Xenpv:
 
 
 @pytest.fixture
-def xenpv():
+def xenpv(request):
     rundir = Path(tempfile.mkdtemp(prefix="xpv-", dir="/tmp"))
     x = Xenpv(rundir)
+    # the qemu-xenpv pytest plugin shows this run directory's console and
+    # hypervisor logs in the report of a failing test
+    try:
+        from qemu_xenpv.pytest_plugin import register_run_dir
+        register_run_dir(request.node, rundir)
+    except ImportError:
+        pass
     try:
         yield x
     finally:

@@ -17,12 +17,16 @@
  *       0x0009F800             vCPU block: u32 magic "vcpu", u32 count
  *                              (seed 002, xc_vmx_build.c set_nr_vcpus)
  *       0x0009F900             struct hvm_boot_info
+ *       0x0009FA00             struct hvm_pv_info "XenPVHVM" (PV drivers;
+ *                              qemu_xenpv/hvm/layout.py, not the loader's)
  *   0x000A0000-0x000BFFFF  RESERVED legacy VGA hole
  *   0x000E0000-0x000FFFFF  RESERVED BIOS area: the ACPI tables at 0xEA000
  *                              (seed ACPI_PHYSICAL_ADDRESS), made RAM by
  *                              the loader through the i440FX PAM registers;
  *                              0xF0000-0xFFFFF stays the ROM
- *   0x00100000-mem end     RAM      the guest kernel, initrd, free memory
+ *   0x00100000-mem-32K     RAM      the guest kernel, initrd, free memory
+ *   mem-32K-mem end        RESERVED the PV area: hypercall stubs, mailboxes,
+ *                              shared_info, XenStore and console rings
  *   0xFEC00000-0xFFFFFFFF  RESERVED IO-APIC, HPET, LAPIC, the ROM
  */
 #ifndef HVM_INFO_H

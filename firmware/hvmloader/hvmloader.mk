@@ -29,3 +29,10 @@ $(HVM_B)/dsdt.aml: hvmloader/dsdt.asl hvmloader/mk_dsdt_parts.sh hvmloader/hvm_i
 	cd $(HVM_B) && $(IASL) -vw 3168 -p dsdt dsdt.asl >iasl.log 2>&1 || { cat iasl.log; false; }
 
 -include $(HVM_OBJS:.o=.d)
+
+# the hypercall area Python writes into HVM domains (qemu_xenpv/hvm/pv.py)
+$(B)/hvm-hypercall.bin: hvmloader/hypercall_page.S
+	@mkdir -p $(HVM_B)
+	$(CC) -m32 -c $< -o $(HVM_B)/hypercall_page.o
+	ld -m elf_i386 -Ttext 0 -e 0 --oformat binary $(HVM_B)/hypercall_page.o -o $@
+	@test $$(stat -c %s $@) -eq 8192 || { echo "hvm-hypercall.bin must be 8 KiB"; rm -f $@; false; }

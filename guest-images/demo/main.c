@@ -8,6 +8,8 @@
 #include "xenguest.h"
 #include "work.h"
 #include "xencmds.h"
+#include "netcmds.h"
+#include "blkcmds.h"
 
 #define LINE_SIZE   128
 
@@ -35,13 +37,29 @@ static const struct command commands[] = {
     { "xs-ls",    cmd_xs_ls,    "xs-ls PATH: list a XenStore directory" },
     { "xs-watch", cmd_xs_watch, "xs-watch PATH [COUNT]: print COUNT watch events (2)" },
     { "xs-tx",    cmd_xs_tx,    "xs-tx start|read P|write P V|commit|abort" },
-    { "evtchn-listen", cmd_evtchn_listen, "evtchn-listen DOMID [COUNT]: answer pings" },
-    { "evtchn-ping", cmd_evtchn_ping, "evtchn-ping DOMID PORT [COUNT]: ping a listener" },
+    { "xs-bench", cmd_xs_bench, "xs-bench [COUNT]: time XenStore reads" },
+    { "evtchn-listen", cmd_evtchn_listen, "evtchn-listen DOMID [COUNT [q]]: answer pings" },
+    { "evtchn-ping", cmd_evtchn_ping, "evtchn-ping DOMID PORT [COUNT [q]]: ping a listener" },
     { "gnt-share", cmd_gnt_share, "gnt-share DOMID [ro] [TEXT]: grant a page" },
     { "gnt-show", cmd_gnt_show, "gnt-show REF: our shared page and its flags" },
     { "gnt-end",  cmd_gnt_end,  "gnt-end REF: revoke a grant" },
     { "gnt-copy", cmd_gnt_copy, "gnt-copy DOMID REF: grant-copy a page here" },
     { "gnt-put",  cmd_gnt_put,  "gnt-put DOMID REF TEXT: grant-copy TEXT there" },
+    { "ip",       cmd_ip,       "ip [show] | ip set A.B.C.D[/N] [VIF]: addresses" },
+    { "ping",     cmd_ping,     "ping IP [COUNT [SIZE]]: ICMP echo" },
+    { "udp",      cmd_udp,      "udp send IP PORT TEXT | blast IP PORT SIZE COUNT | stats" },
+    { "net",      cmd_net,      "net stats | spoof IP | hold on|off | evil KIND: netfront" },
+    { "blk-list", cmd_blk_list, "blk-list: the disks (blkfront)" },
+    { "blk-write", cmd_blk_write, "blk-write DISK SECTOR COUNT SEED: write a test pattern" },
+    { "blk-verify", cmd_blk_verify, "blk-verify DISK SECTOR COUNT SEED: check the pattern" },
+    { "blk-read", cmd_blk_read, "blk-read DISK SECTOR: the first bytes of a sector" },
+    { "blk-flush", cmd_blk_flush, "blk-flush DISK [barrier]: flush the disk cache" },
+    { "blk-discard", cmd_blk_discard, "blk-discard DISK SECTOR COUNT [secure]" },
+    { "blk-open", cmd_blk_open, "blk-open DISK [RING-ORDER]: (re)connect a disk" },
+    { "blk-close", cmd_blk_close, "blk-close DISK: disconnect a disk" },
+    { "blk-opt",  cmd_blk_opt,  "blk-opt DISK indirect|persistent on|off" },
+    { "blk-bench", cmd_blk_bench, "blk-bench DISK read|write MIB | rand COUNT" },
+    { "blk-evil", cmd_blk_evil, "blk-evil DISK KIND: a hostile frontend's requests" },
 };
 
 __noinline void cmd_help(const char *args)
@@ -187,6 +205,8 @@ int main(void)
 
     print_banner();
     xencmds_init();
+    netcmds_init();
+    blkcmds_init();
     for (;;) {
         printk("demo> ");
         read_line(line, sizeof(line));

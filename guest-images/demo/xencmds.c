@@ -13,7 +13,7 @@
 #define ARGS_SIZE       128
 #define VALUE_SIZE      1024
 #define WATCH_TIMEOUT   (60 * NSEC_PER_SEC)
-#define PONG_TIMEOUT    (10 * NSEC_PER_SEC)
+#define PONG_TIMEOUT    (3 * NSEC_PER_SEC)
 #define NR_SHARED       4
 
 /* ---- argument parsing ---- */
@@ -230,11 +230,13 @@ static void watch_port(evtchn_port_t port)
 __noinline void cmd_evtchn_listen(const char *args)
 {
     char *p = args_copy(args), *dom_s = next_word(&p), *count_s = next_word(&p);
+    char *quiet_s = next_word(&p);
+    bool quiet = quiet_s && strcmp(quiet_s, "q") == 0;
     unsigned long dom, count = 1, i;
     long port;
 
     if (!parse_num(dom_s, &dom) || (count_s && !parse_num(count_s, &count))) {
-        printk("usage: evtchn-listen DOMID [COUNT]\n");
+        printk("usage: evtchn-listen DOMID [COUNT [q]]\n");
         return;
     }
     port = evtchn_alloc_unbound((domid_t)dom);
@@ -251,23 +253,75 @@ __noinline void cmd_evtchn_listen(const char *args)
             break;
         }
         evtchn_send((evtchn_port_t)port);
-        printk("evtchn-listen: ping %lu, pong sent\n", i + 1);
+        if (!quiet)
+            printk("evtchn-listen: ping %lu, pong sent\n", i + 1);
     }
     evtchn_set_handler((evtchn_port_t)port, NULL, NULL);
     evtchn_close((evtchn_port_t)port);
     printk("evtchn-listen: done\n");
 }
 
+/* ---- measurements (make bench) ---- */
+#define MAX_SAMPLES     2000
+static uint32_t samples[MAX_SAMPLES];
+
+/* Sort samples[0..n) (insertion sort: n is small). */
+static void sort_samples(unsigned int n)
+{
+    unsigned int i, j;
+
+    for (i = 1; i < n; i++) {
+        uint32_t v = samples[i];
+
+        for (j = i; j > 0 && samples[j - 1] > v; j--)
+            samples[j] = samples[j - 1];
+        samples[j] = v;
+    }
+}
+
+static void print_stats(const char *what, unsigned int n)
+{
+    if (!n)
+        return;
+    sort_samples(n);
+    printk("%s: %u samples, median_ns=%u p99_ns=%u\n", what, n, samples[n / 2],
+           samples[n * 99 / 100]);
+}
+
+__noinline void cmd_xs_bench(const char *args)
+{
+    unsigned long count = 200, i;
+    char v[16];
+
+    if (*args && !parse_num(args, &count))
+        count = 0;
+    if (count == 0 || count > MAX_SAMPLES) {
+        printk("usage: xs-bench [COUNT] (1..%d)\n", MAX_SAMPLES);
+        return;
+    }
+    for (i = 0; i < count; i++) {
+        uint64_t t0 = system_time_ns();
+
+        if (xs_read(XBT_NULL, "domid", v, sizeof(v)) < 0) {
+            printk("xs-bench: read failed\n");
+            return;
+        }
+        samples[i] = (uint32_t)(system_time_ns() - t0);
+    }
+    print_stats("xs-bench", (unsigned int)count);
+}
+
 __noinline void cmd_evtchn_ping(const char *args)
 {
     char *p = args_copy(args), *dom_s = next_word(&p), *port_s = next_word(&p);
-    char *count_s = next_word(&p);
+    char *count_s = next_word(&p), *quiet_s = next_word(&p);
+    bool quiet = quiet_s && strcmp(quiet_s, "q") == 0;
     unsigned long dom, rport, count = 1, i;
     long port;
 
     if (!parse_num(dom_s, &dom) || !parse_num(port_s, &rport) ||
         (count_s && !parse_num(count_s, &count))) {
-        printk("usage: evtchn-ping DOMID PORT [COUNT]\n");
+        printk("usage: evtchn-ping DOMID PORT [COUNT [q]]\n");
         return;
     }
     port = evtchn_bind_interdomain((domid_t)dom, (evtchn_port_t)rport);
@@ -285,9 +339,14 @@ __noinline void cmd_evtchn_ping(const char *args)
             printk("evtchn-ping: timeout\n");
             break;
         }
-        printk("evtchn-ping: pong %lu after %llu us\n", i + 1,
-               (system_time_ns() - t0) / 1000);
+        if (i < MAX_SAMPLES)
+            samples[i] = (uint32_t)(system_time_ns() - t0);
+        if (!quiet)
+            printk("evtchn-ping: pong %lu after %llu us\n", i + 1,
+                   (system_time_ns() - t0) / 1000);
     }
+    if (quiet)
+        print_stats("evtchn-ping", (unsigned int)(i < MAX_SAMPLES ? i : MAX_SAMPLES));
     evtchn_set_handler((evtchn_port_t)port, NULL, NULL);
     evtchn_close((evtchn_port_t)port);
     printk("evtchn-ping: done\n");
@@ -443,13 +502,37 @@ __noinline void cmd_gnt_put(const char *args)
         printk("gnt-put: ok\n");
 }
 
-void xencmds_init(void)
+/* Is word on the kernel command line? */
+static bool cmdline_has(const char *word)
 {
-    int rc;
+    const char *p = start_info->cmd_line;
+    size_t n = strlen(word);
 
-    if (!xs_ready())
-        return;
-    rc = control_init();
+    for (; *p; p++)
+        if ((p == start_info->cmd_line || p[-1] == ' ') && strncmp(p, word, n) == 0 &&
+            (p[n] == ' ' || p[n] == '\0'))
+            return true;
+    return false;
+}
+
+static void start_control(void *data)
+{
+    int rc = control_init();
+
+    (void)data;
     if (rc)
         printk("control: cannot watch control/shutdown: %s\n", xs_strerror(rc));
+}
+
+static struct work control_work;
+
+void xencmds_init(void)
+{
+    /* "nocontrol": ignore control/shutdown, as a guest without PV drivers */
+    if (!xs_ready() || cmdline_has("nocontrol"))
+        return;
+    /* Once the shell idles: the prompt is not kept waiting for XenStore
+     * (a request made meanwhile is seen when the watch fires at once). */
+    work_init(&control_work, start_control, NULL);
+    work_raise(&control_work);
 }

@@ -11,6 +11,7 @@ void cmd_xs_rm(const char *args);
 void cmd_xs_ls(const char *args);
 void cmd_xs_watch(const char *args);
 void cmd_xs_tx(const char *args);
+void cmd_xs_bench(const char *args);
 void cmd_evtchn_listen(const char *args);
 void cmd_evtchn_ping(const char *args);
 void cmd_gnt_share(const char *args);

@@ -38,6 +38,9 @@ class HVMBuild:
 
 
 def _place(lo: int, hi: int, what: str, mem: int) -> None:
+    if hi > layout.pv_area(mem) and hi <= mem:
+        raise ImageError(f"{what} ({lo:#x}-{hi - 1:#x}) overlaps the PV area at the top of RAM "
+                         f"({layout.pv_area(mem):#x}): raise memory")
     if hi > mem:
         raise ImageError(f"{what} ({lo:#x}-{hi - 1:#x}) does not fit in {mem >> 20} MiB of RAM: "
                          "raise memory")
@@ -81,6 +84,8 @@ def build_hvm(cfg, ram) -> HVMBuild:
         _load_pvh(cfg, ram, img, b)
     elif img.kind == layout.BOOT_REALMODE:
         _load_realmode(cfg, ram, img, b)
+    # phase "PV area": the hypercall area, shared_info, the discovery table
+    _pv_area(cfg, ram, b)
     # phase "boot info": what hvmloader reads at 0x9F900
     ram.write(layout.BOOT_INFO, layout.boot_info(b.kind, b.entry, b.boot_data, mem))
     return b
@@ -94,7 +99,7 @@ def _load_linux(cfg, ram, img, b: HVMBuild) -> None:
     # the decompressor works from max(load, pref_address) up to init_size
     base = max(load, hdr.pref_address) if hdr.relocatable else load
     extent = max(load + len(kdata), base + hdr.init_size)
-    if extent > mem:
+    if extent > layout.pv_area(mem):
         raise ImageError(f"kernel '{img.path}' needs {(extent + (1 << 20) - 1) >> 20} MiB of RAM "
                          f"to decompress; memory is {mem >> 20} MiB")
     _place(load, load + len(kdata), "the kernel", mem)
@@ -106,7 +111,7 @@ def _load_linux(cfg, ram, img, b: HVMBuild) -> None:
     rd_addr = rd_size = 0
     if cfg.ramdisk_bytes:
         rd_size = len(cfg.ramdisk_bytes)
-        top = min(mem, (hdr.initrd_addr_max or 0x37FFFFFF) + 1) & ~0xFFF
+        top = min(layout.pv_area(mem), (hdr.initrd_addr_max or 0x37FFFFFF) + 1) & ~0xFFF
         rd_addr = _ramdisk_addr(rd_size, top, extent)
         ram.write(rd_addr, cfg.ramdisk_bytes)
 
@@ -147,7 +152,7 @@ def _load_pvh(cfg, ram, img, b: HVMBuild) -> None:
     nr_mod, modlist = 0, 0
     if cfg.ramdisk_bytes:
         size = len(cfg.ramdisk_bytes)
-        addr = _ramdisk_addr(size, mem & ~0xFFF, (end + 0xFFF) & ~0xFFF)
+        addr = _ramdisk_addr(size, layout.pv_area(mem), (end + 0xFFF) & ~0xFFF)
         ram.write(addr, cfg.ramdisk_bytes)
         modlist = si + 0x800
         ram.write(modlist, struct.pack("<QQQQ", addr, size, 0, 0))
@@ -169,3 +174,28 @@ def _load_realmode(cfg, ram, img, b: HVMBuild) -> None:
     b.kind, b.entry, b.boot_data = layout.BOOT_REALMODE, img.entry, 0
     cs, ip = img.realmode
     b.notes.append(f"real mode at {cs:04x}:{ip:04x}, {len(data)} bytes at {lin:#x}")
+
+
+def hypercall_area_image() -> bytes:
+    from .. import paths
+    p = paths.firmware_dir() / "hvm-hypercall.bin"
+    try:
+        data = p.read_bytes()
+    except OSError:
+        raise ImageError(f"firmware {p} is not built: run 'make' in the source tree") from None
+    if len(data) != 2 * 4096:
+        raise ImageError(f"firmware {p} is not the 8 KiB hypercall area: run 'make'")
+    return data
+
+
+def _pv_area(cfg, ram, b: HVMBuild) -> None:
+    """The top 32 KiB of RAM: the hypercall stubs and their mailboxes, the
+    shared_info page (until the guest moves it with add_to_physmap), the
+    XenStore and console rings; and the table a guest finds them by."""
+    from .pv import XEN_VERSION
+    area = layout.pv_area(ram.size)
+    ram.write(area, hypercall_area_image())
+    si = area + layout.PV_SHARED_INFO_PAGE * 4096
+    for v in range(min(cfg.vcpus, 32)):
+        ram.write(si + v * 64 + 1, b"\x01")        # evtchn_upcall_mask: events masked
+    ram.write(layout.PV_INFO, layout.pv_info(ram.size, cfg.vcpus, XEN_VERSION))

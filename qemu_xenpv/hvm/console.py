@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections import deque
-from typing import Callable, List
+from typing import Callable, List, Optional
 
 log = logging.getLogger("qemu_xenpv.hvm.console")
 
@@ -32,6 +32,9 @@ class SerialConsole:
         self._line = bytearray()
         self._loader_done = False
         self._writing = False
+        # the daemon's log file is the first sink; a later one is a client
+        self.sinks_added = 0
+        self.on_attach: Optional[Callable[[], None]] = None
 
     def connect(self) -> None:
         self._loop = self.dom.hv.loop
@@ -49,10 +52,20 @@ class SerialConsole:
 
     def add_sink(self, fn: Callable[[bytes], None]) -> None:
         self.sinks.append(fn)
+        self.sinks_added += 1
+        if self.on_attach is not None and self.sinks_added >= 2:
+            self.on_attach()
 
     def remove_sink(self, fn: Callable[[bytes], None]) -> None:
         if fn in self.sinks:
             self.sinks.remove(fn)
+
+    def xenstore_nodes(self):
+        """The PV console's XenStore entries (the serial line has none)."""
+        pv = getattr(self.dom, "pv", None)
+        if pv is None or pv.pv_console is None:
+            return []
+        return pv.pv_console.xenstore_nodes()
 
     def poll(self) -> None:
         """Output arrives by itself; nothing to look at."""

@@ -29,6 +29,13 @@ SHUTDOWN_REASONS = {"guest-shutdown": "poweroff", "guest-reset": "reboot",
                     "guest-panic": "crash", "subsystem-reset": "reboot"}
 
 
+def _forward_destroy(old, new) -> None:
+    """hv.on_domain_restart: a destroy that came while `old` was rebooting
+    applies to the domain that replaced it."""
+    if getattr(old, "_destroy_pending", False):
+        old.hv.loop.create_task(new.destroy("destroyed"))
+
+
 class HVMDomain:
     is_hvm = True
 
@@ -56,10 +63,18 @@ class HVMDomain:
         self.build_info = None
         self.created = time.time()
         self.boot_t0 = 0.0
-        self.vcpus = [None] * config.vcpus  # len() is what `list` shows
+        self.vcpus = []                     # HVMVcpu: what event channels see
+        self.pv = None                      # PV drivers for HVM guests (pv.py)
+        self.shared_info_pa = 0
+        self.store_evtchn = self.console_evtchn = 0
+        from ..hypercall import Tracer
+        self.tracer = Tracer(trace_path) if trace_path else None
+        self._logged_once = set()
         self._end_waiters: List[asyncio.Future] = []
         self.on_end: List[Callable[["HVMDomain"], None]] = []
         self._tasks: List[asyncio.Task] = []
+        self._restarting = False
+        self._destroy_pending = False
         # Without PV drivers every port stays free: another domain that
         # names this one in an event-channel operation gets Xen's errors.
         from ..evtchn import EventChannels
@@ -72,12 +87,73 @@ class HVMDomain:
     def log(self, msg: str) -> None:
         self.hv.dmesg(f"(d{self.domid}) {msg}")
 
+    def log_once(self, key: str, msg: str) -> None:
+        if key not in self._logged_once:
+            self._logged_once.add(key)
+            self.hv.dmesg(f"(XEN) d{self.domid}: {msg}")
+
+    # ---- what the PV hypercall families expect of a domain ----
+    pae = True
+    features = None                         # set from pv.HVM_FEATURES
+
+    @property
+    def mode(self):
+        from .pv import HVMMode
+        return HVMMode
+
+    def guest_console_write(self, data: bytes) -> None:
+        self.hv.guest_console_io(self, data)
+
+    def copy_from_guest(self, vcpu, va: int, n: int):
+        if n < 0 or n > 1 << 20:
+            return None
+        return self.pv.copy(vcpu, va, n)
+
+    def copy_to_guest(self, vcpu, va: int, data: bytes) -> bool:
+        return bool(self.pv.copy(vcpu, va, len(data), data))
+
+    def publish_wallclock(self) -> None:
+        """shared_info's wall clock: an HVM guest keeps its own system time
+        (TSC, PIT, RTC), so wc is the wall time now."""
+        from .. import abi
+        si, ram = self.shared_info_pa, self.ram
+        wall = time.time_ns()
+        ver = ram.r32(si + abi.SI_WC_VERSION)
+        ram.w32(si + abi.SI_WC_VERSION, (ver | 1) + 0)
+        ram.w32(si + abi.SI_WC_SEC, (wall // 1_000_000_000) & 0xFFFFFFFF)
+        ram.w32(si + abi.SI_WC_NSEC, wall % 1_000_000_000)
+        ram.w32(si + abi.SI_WC_SEC_HI, (wall // 1_000_000_000) >> 32)
+        ram.w32(si + abi.SI_WC_VERSION, (ver | 1) + 1)
+
+    def pv_shutdown(self, reason: str) -> None:
+        """SCHEDOP_shutdown from the hypercall page (on the loop)."""
+        if not self.alive:
+            return
+        if self.machine is not None and reason in ("poweroff", "reboot", "crash", "suspend"):
+            self.hv.loop.create_task(self._stop_vm())
+        detail = "SCHEDOP_shutdown" + (" (crash)" if reason == "crash" else "")
+        self._guest_stopped(reason if reason != "suspend" else "poweroff", detail)
+
+    async def _stop_vm(self) -> None:
+        try:
+            await self.machine.pause()
+        except Exception:
+            pass
+
+    def crash_from_hypercall(self, reason: str) -> None:
+        self._guest_stopped("crash", reason)
+
     # ---- build and boot ----
     def build(self) -> None:
         from qemu_xenpv.machine.ram import GuestRAM
         cfg = self.config
         self.ram = GuestRAM(cfg.memory << 20, f"qemu-xenpv-hvm-d{self.domid}")
         self.build_info = build_hvm(cfg, self.ram)
+        from .pv import HVM_FEATURES, HVMVcpu, PVDrivers
+        self.features = HVM_FEATURES
+        self.pv = PVDrivers(self)
+        self.vcpus = [HVMVcpu(self.pv, i) for i in range(cfg.vcpus)]
+        self.pv.setup()
         b = self.build_info
         self.hv.dmesg(f"(XEN) d{self.domid}: HVM build: {cfg.memory} MiB, {cfg.vcpus} vCPU(s), "
                       f"vCPU block {b.vcpu_magic:#010x}/{b.vcpu_count} at {layout.VCPU_BLOCK:#x}, "
@@ -94,12 +170,24 @@ class HVMDomain:
             phase = "launch"
             self.machine = HVMMachine(self.ram, self.config.firmware, self.name,
                                       vcpus=self.config.vcpus, accel=self.accel,
-                                      gdb_port=self.gdb_port, gdb_wait=self.gdb_wait)
+                                      gdb_port=self.gdb_port, gdb_wait=self.gdb_wait,
+                                      extra_args=self.pv.qemu_args(),
+                                      extra_fds=self.pv.pass_fds())
             self.console = SerialConsole(self, self.machine.com1_ours)
             self.state = RUNNING
             self.boot_t0 = time.monotonic()
             self.machine.launch()
+            self.pv.after_launch()
             self.console.connect()
+            phase = "pv"
+            with self.hv.lock:
+                self.pv.connect_console(self.console.emit)
+            xs = getattr(self.hv, "xenstore", None)
+            if xs is not None:
+                xs.domain_created(self)
+                self._xenstore = xs
+                with self.hv.lock:
+                    xs.store.write(f"/libxl/{self.domid}/type", "hvm")
             phase = "qmp"
             try:
                 await self.machine.connect_qmp()
@@ -107,9 +195,15 @@ class HVMDomain:
                 if not self.machine.alive():
                     raise self.machine.failure() from None
                 raise
+            from qemu.qmp import EventListener
+            listener = EventListener(("SHUTDOWN", "GUEST_PANICKED"))
+            self.machine.qmp.register_listener(listener)
             loop = asyncio.get_running_loop()
-            self._tasks = [loop.create_task(self._watch_events()),
+            self._tasks = [loop.create_task(self._watch_events(listener)),
                            loop.create_task(self._watch_process())]
+            if not self.gdb_wait:
+                phase = "run"
+                await self.machine.resume()
         except XenPVError:
             await self._teardown()
             raise
@@ -118,11 +212,8 @@ class HVMDomain:
             log.exception("domain %s: phase %s failed", self.name, phase)
             raise XenPVError(f"domain '{self.name}': {phase} failed: {e}") from None
 
-    async def _watch_events(self) -> None:
-        from qemu.qmp import EventListener
-        listener = EventListener(("SHUTDOWN", "GUEST_PANICKED"))
+    async def _watch_events(self, listener) -> None:
         qmp = self.machine.qmp
-        qmp.register_listener(listener)
         try:
             async for ev in listener:
                 data = ev.get("data", {})
@@ -158,7 +249,35 @@ class HVMDomain:
             for line in self.crash_report:
                 self.hv.dmesg(f"(XEN) {line}")
         self.end(reason, detail if reason == "crash" else "")
-        self._after_shutdown(reason)
+        if self._console_may_still_attach():
+            self.hv.loop.create_task(self._after_console_grace(reason))
+        else:
+            self._after_shutdown(reason)
+
+    # `create -c` attaches its console in a second request; a guest that
+    # ends within milliseconds (the firmware tests do) would be gone by
+    # then.  The VM is paused at this point, so waiting costs nothing.
+    CONSOLE_GRACE = 3.0
+
+    def _console_may_still_attach(self) -> bool:
+        c = self.console
+        return (c is not None and c.sinks_added < 2 and
+                time.monotonic() - self.boot_t0 < self.CONSOLE_GRACE)
+
+    async def _after_console_grace(self, reason: str) -> None:
+        attached = asyncio.Event()
+        self.console.on_attach = attached.set
+        try:
+            await asyncio.wait_for(attached.wait(),
+                                   max(0.0, self.CONSOLE_GRACE - (time.monotonic() - self.boot_t0)))
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            if self.console is not None:
+                self.console.on_attach = None
+        await asyncio.sleep(0)                      # let the client's replay go out first
+        if self.state in (SHUTDOWN, CRASHED):
+            self._after_shutdown(reason)
 
     def end(self, reason: str, detail: str = "") -> None:
         self.state = CRASHED if reason == "crash" else SHUTDOWN
@@ -173,12 +292,22 @@ class HVMDomain:
             self._notify_end()
         elif action in ("restart", "rename-restart", "coredump-restart") and reason != "crash" \
                 or action in ("restart", "coredump-restart") and reason == "crash":
+            self._restarting = True
+            if _forward_destroy not in self.hv.on_domain_restart:
+                self.hv.on_domain_restart.append(_forward_destroy)
             self.hv.loop.create_task(self.hv.restart_domain(self))
         else:
             self.hv.loop.create_task(self.destroy())
 
     async def destroy(self, reason: Optional[str] = None) -> None:
         if self.state == DEAD:
+            if self._restarting:
+                # destroyed while rebooting: destroy what replaces us
+                succ = self.hv.domains.get(self.domid)
+                if succ is not None and succ is not self:
+                    await succ.destroy(reason)
+                else:
+                    self._destroy_pending = True
             return
         if self.state not in (SHUTDOWN, CRASHED):
             self.end(reason or "destroyed")
@@ -192,6 +321,9 @@ class HVMDomain:
                 t.cancel()
         if self.console is not None:
             self.console.disconnect()
+        if self.pv is not None:
+            self.pv.stop()
+        self._release_plumbing()
         if self.machine is not None:
             try:
                 await self.machine.close()
@@ -200,7 +332,33 @@ class HVMDomain:
         if self.ram is not None:
             self.ram.close()
             self.ram = None
+        if self.tracer is not None:
+            self.tracer.close()
+            self.tracer = None
         self.state = DEAD
+
+    def _release_plumbing(self) -> None:
+        """XenStore tree and ring, grant mappings, event channels: before
+        the RAM goes (as the PV Domain does)."""
+        hv = self.hv
+        xs = getattr(self, "_xenstore", None)
+        if xs is not None:
+            self._xenstore = None
+            try:
+                xs.domain_destroyed(self)
+            except Exception:
+                log.exception("d%d: xenstore release", self.domid)
+        with hv.lock:
+            grants = getattr(hv, "grants", None)
+            if grants is not None:
+                try:
+                    grants.domain_destroyed(self.domid)
+                except Exception:
+                    log.exception("d%d: grant release", self.domid)
+            try:
+                self.evtchn.reset()
+            except Exception:
+                log.exception("d%d: event channel reset", self.domid)
 
     def _notify_end(self) -> None:
         for fut in self._end_waiters:
@@ -215,16 +373,21 @@ class HVMDomain:
         self.hv.domain_ended(self)
 
     async def wait(self) -> str:
-        if self.state == DEAD or (self.end_reason and self.config.on_crash == "preserve"):
+        action = {"poweroff": self.config.on_poweroff, "reboot": self.config.on_reboot,
+                  "crash": self.config.on_crash}.get(self.end_reason or "", "destroy")
+        if self.state == DEAD or (self.end_reason and action == "preserve"):
             return self.end_reason or "destroyed"
         fut = asyncio.get_running_loop().create_future()
         self._end_waiters.append(fut)
         return await fut
 
     # ---- control requests ----
-    async def request_shutdown(self, reason: str, wait: bool = False) -> dict:
+    async def request_shutdown(self, reason: str, wait: bool = False,
+                               timeout: Optional[float] = None) -> dict:
         """An HVM guest without PV drivers hears the ACPI power button (poweroff)
-        or nothing (reboot needs the PV control interface)."""
+        or nothing (reboot needs the PV control interface).  `timeout` is
+        accepted as for PV domains (`shutdown --timeout`), but the power
+        button has no acknowledgement to wait for, so it is not used."""
         if not self.alive:
             raise XenPVError(f"domain '{self.name}' is not running")
         if reason != "poweroff":

@@ -44,6 +44,25 @@ FLAG_QUIET = 1
 
 STATUS_NONE, STATUS_STARTED, STATUS_ACPI_DONE, STATUS_GUEST, STATUS_FAILED = 0, 1, 2, 3, 0xDEAD
 
+# The PV area at the top of RAM (E820-reserved): what PV drivers in an HVM
+# guest use (qemu_xenpv/hvm/pv.py, firmware/hvmloader/hypercall_page.S).
+PV_AREA_SIZE = 0x8000
+PV_HYPERCALL_PAGE = 0               # page index in the area: the stubs
+PV_COMMON_PAGE = 1                  # their common code
+PV_MBOX_PAGE = 2                    # 2 pages: 128 mailboxes of 64 bytes
+PV_SHARED_INFO_PAGE = 4             # shared_info until XENMEM_add_to_physmap moves it
+PV_STORE_PAGE = 5                   # XenStore ring (HVM_PARAM_STORE_PFN)
+PV_CONSOLE_PAGE = 6                 # PV console ring (HVM_PARAM_CONSOLE_PFN)
+PV_SCRATCH_PAGE = 7                 # vcpu_info of vCPUs >= 32 (no events)
+MBOX_SIZE = 64
+DOORBELL_PORT = 0x520               # isa-debugcon: the byte is the APIC id
+
+# struct hvm_pv_info, "XenPVHVM": how a guest finds the hypercall area
+PV_INFO = 0x0009FA00
+PV_INFO_SIGNATURE = b"XenPVHVM"
+PV_INFO_VERSION = 1
+_PV_INFO = struct.Struct("<8sHBBIIIIII")
+
 MIN_MEMORY_MB = 16
 MAX_MEMORY_MB = 3072                # RAM must end below the PCI hole the DSDT declares
 
@@ -79,7 +98,8 @@ def build_e820(mem_bytes: int) -> List[E820Entry]:
         E820Entry(RESERVED_START, RESERVED_END - RESERVED_START, E820_RESERVED),
         E820Entry(0xA0000, 0x20000, E820_RESERVED),
         E820Entry(0xE0000, 0x20000, E820_RESERVED),
-        E820Entry(KERNEL_BASE, mem_bytes - KERNEL_BASE, E820_RAM),
+        E820Entry(KERNEL_BASE, mem_bytes - PV_AREA_SIZE - KERNEL_BASE, E820_RAM),
+        E820Entry(mem_bytes - PV_AREA_SIZE, PV_AREA_SIZE, E820_RESERVED),
         E820Entry(0xFEC00000, 0x1400000, E820_RESERVED),
     ]
 
@@ -111,3 +131,20 @@ def unpack_boot_info(raw: bytes) -> dict:
 
 def overlaps(a: Tuple[int, int], b: Tuple[int, int]) -> bool:
     return a[0] < b[1] and b[0] < a[1]
+
+
+def pv_area(mem_bytes: int) -> int:
+    return mem_bytes - PV_AREA_SIZE
+
+
+def pv_info(mem_bytes: int, nr_vcpus: int, xen_version: int, features: int = 0) -> bytes:
+    """struct hvm_pv_info {char signature[8]; u16 length; u8 version;
+    u8 checksum; u32 hypercall_paddr; u32 mailbox_paddr; u32 doorbell_port;
+    u32 nr_vcpus; u32 xen_version; u32 features;} (36 bytes, all bytes sum
+    to 0)."""
+    area = pv_area(mem_bytes)
+    raw = bytearray(_PV_INFO.pack(PV_INFO_SIGNATURE, _PV_INFO.size, PV_INFO_VERSION, 0,
+                                  area + PV_HYPERCALL_PAGE * 4096, area + PV_MBOX_PAGE * 4096,
+                                  DOORBELL_PORT, nr_vcpus, xen_version, features))
+    raw[11] = (-sum(raw)) & 0xFF
+    return bytes(raw)

@@ -11,7 +11,16 @@ import time
 import pexpect
 import pytest
 
-from conftest import GUESTS, qemu_pids
+from pathlib import Path
+import importlib.util
+
+# tests/conftest.py's helpers, by path: `from conftest import` picks
+# tests/unit/conftest.py when unit and integration tests run together
+_spec = importlib.util.spec_from_file_location(
+    "qemu_xenpv_tests_conftest", Path(__file__).resolve().parents[1] / "conftest.py")
+_conftest = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_conftest)
+GUESTS, qemu_pids = _conftest.GUESTS, _conftest.qemu_pids
 
 FETCH = GUESTS / "hvm-linux" / "fetch.py"
 CFG = GUESTS / "hvm-linux.cfg"

@@ -8,7 +8,16 @@ import re
 
 import pytest
 
-from conftest import GUESTS, qemu_pids
+from pathlib import Path
+import importlib.util
+
+# tests/conftest.py's helpers, by path: `from conftest import` picks
+# tests/unit/conftest.py when unit and integration tests run together
+_spec = importlib.util.spec_from_file_location(
+    "qemu_xenpv_tests_conftest", Path(__file__).resolve().parents[1] / "conftest.py")
+_conftest = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_conftest)
+GUESTS, qemu_pids = _conftest.GUESTS, _conftest.qemu_pids
 
 SMP_CFG = GUESTS / "hvm-smp.cfg"
 REAL_CFG = GUESTS / "hvm-real.cfg"
@@ -117,3 +126,47 @@ def test_errors_are_one_line(xenpv, tmp_path):
     assert r.stderr.count("\n") == 1 and "without a PVH entry" in r.stderr
     r = xenpv.run("create", SMP_CFG, "vcpus=200")
     assert r.returncode == 1 and "at most 128" in r.stderr
+
+
+def test_list_pause_unpause_destroy(xenpv, tmp_path):
+    img = tmp_path / "spin.bin"
+    img.write_bytes(bytes.fromhex("ebfe"))                  # jmp $
+    cfg = tmp_path / "spin.cfg"
+    cfg.write_text(f"type = 'hvm'\nkernel = '{img}'\nrealmode_entry = '0x0000:0x7c00'\n"
+                   "memory = 16\nvcpus = 3\n")
+    name = xenpv.name("spin")
+    r = xenpv.run("create", cfg, f"name={name}")
+    assert r.returncode == 0, r.stderr
+    row = next(l for l in xenpv.run("list").stdout.splitlines() if l.startswith(name))
+    assert row.split()[3] == "3" and row.split()[4] == "r-----"
+    assert xenpv.run("pause", name).returncode == 0
+    row = next(l for l in xenpv.run("list").stdout.splitlines() if l.startswith(name))
+    assert row.split()[4] == "--p---"
+    assert xenpv.run("unpause", name).returncode == 0
+    r = xenpv.run("shutdown", name)                    # this guest ignores the button
+    assert r.returncode == 0 and "ACPI power button" in r.stderr, r.stderr
+    r = xenpv.run("reboot", name)
+    assert r.returncode == 1 and "need PV drivers" in r.stderr, r.stderr
+    assert xenpv.run("destroy", name).returncode == 0
+    assert name not in xenpv.run("list").stdout
+    assert not qemu_pids(xenpv.tag)
+
+
+def test_reset_is_a_reboot_and_on_reboot_applies(xenpv, tmp_path):
+    img = tmp_path / "reset.bin"
+    img.write_bytes(bytes.fromhex("b006baf90ceef4"))       # PIIX3 reset control: hard reset
+    cfg = tmp_path / "reset.cfg"
+    cfg.write_text(f"type = 'hvm'\nkernel = '{img}'\nrealmode_entry = '0x0000:0x7c00'\n"
+                   "memory = 16\n")
+    r = xenpv.run("create", "-c", cfg, f"name={xenpv.name('once')}", "on_reboot='destroy'")
+    assert r.returncode == 0 and "the guest ended: reboot" in r.stderr, r.stderr
+    name = xenpv.name("loop")
+    assert xenpv.run("create", cfg, f"name={name}").returncode == 0      # on_reboot = restart
+    import time
+    deadline = time.time() + 30
+    while xenpv.run("dmesg").stdout.count("rebooting") < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    dmesg = xenpv.run("dmesg").stdout
+    assert dmesg.count("rebooting") >= 2, dmesg
+    assert xenpv.run("destroy", name).returncode == 0
+    assert not qemu_pids(xenpv.tag)

@@ -56,7 +56,7 @@ def test_e820(mb):
     for a, b in zip(e, e[1:]):
         assert a.end <= b.addr, "overlapping e820 entries"
     ram = [x for x in e if x.type == layout.E820_RAM]
-    assert sum(x.size for x in ram) == mem - 0x100000 + 0x9F800
+    assert sum(x.size for x in ram) == mem - 0x100000 + 0x9F800 - layout.PV_AREA_SIZE
     # the vCPU block and the ACPI tables live in reserved memory
     def typ(addr):
         return next(x.type for x in e if x.addr <= addr < x.end)
@@ -65,6 +65,32 @@ def test_e820(mb):
     assert typ(layout.ACPI_BASE) == layout.E820_RESERVED
     assert typ(0xFEE00000) == layout.E820_RESERVED
     assert typ(layout.BOOT_DATA) == layout.E820_RAM
+    assert typ(layout.PV_INFO) == layout.E820_RESERVED
+    assert typ(layout.pv_area(mem)) == layout.E820_RESERVED
+    assert typ(mem - 1) == layout.E820_RESERVED
+
+
+def test_pv_info_table():
+    raw = layout.pv_info(64 << 20, 4, 0x40011)
+    assert raw[:8] == b"XenPVHVM" and len(raw) == 36 and sum(raw) & 0xFF == 0
+    sig, length, ver, csum, hc, mb, port, n, xv, feat = struct.unpack("<8sHBBIIIIII", raw)
+    assert hc == (64 << 20) - layout.PV_AREA_SIZE and mb == hc + 2 * 4096
+    assert (port, n, xv) == (layout.DOORBELL_PORT, 4, 0x40011)
+    assert layout.PV_INFO + len(raw) <= layout.RESERVED_END
+
+
+def test_hypercall_area_stubs():
+    from qemu_xenpv.hvm.builder import hypercall_area_image
+    img = hypercall_area_image()
+    for nr in (0, 17, 34, 127):                     # mov $nr, %eax; jmp common (page 1)
+        stub = img[nr * 32:nr * 32 + 10]
+        assert stub[0] == 0xB8 and struct.unpack_from("<I", stub, 1)[0] == nr
+        if stub[5] == 0xE9:                                     # jmp rel32
+            assert nr * 32 + 10 + struct.unpack_from("<i", stub, 6)[0] == 4096
+        else:                                                   # jmp rel8
+            assert stub[5] == 0xEB and nr * 32 + 7 + struct.unpack_from("<b", stub, 6)[0] == 4096
+    src = (ROOT / "firmware" / "hvmloader" / "hypercall_page.S").read_text()
+    assert f"#define DOORBELL_PORT   {layout.DOORBELL_PORT:#x}" in src
 
 
 def test_boot_info_checksum_and_fields():

@@ -1,0 +1,285 @@
+/*
+ * hvm-pv: PV drivers in an HVM guest, through the hypercall area
+ * qemu-xenpv writes.  It finds "XenPVHVM" at 0x9FA00, turns paging on
+ * (PSE, with an alias of low memory at 0xC0000000 so every pointer it
+ * passes is a guest-virtual address Python must translate), then:
+ * xen_version, console_io, HVMOP_get_param, XENMEM_add_to_physmap
+ * (shared_info), the GSI callback (COM2's interrupt through the IO-APIC),
+ * the PV console ring, a XenStore read, and SCHEDOP_shutdown.
+ */
+#include <stdarg.h>
+#include <stdint.h>
+
+#define ALIAS           0xc0000000u
+#define V(p)            ((uint32_t)(p) + ALIAS)         /* our alias of a pointer */
+#define LAPIC           0xfee00000u
+#define IOAPIC          0xfec00000u
+#define CB_VECTOR       0x40
+
+static inline void outb(uint16_t p, uint8_t v) { __asm__ volatile("outb %0, %1" :: "a"(v), "Nd"(p)); }
+static inline uint8_t inb(uint16_t p) { uint8_t v; __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(p)); return v; }
+
+/* ---- serial ---- */
+static void putc(char c)
+{
+    if (c == '\n')
+        putc('\r');
+    while (!(inb(0x3fd) & 0x20))
+        ;
+    outb(0x3f8, (uint8_t)c);
+}
+
+static void print(const char *f, ...)
+{
+    va_list ap;
+    va_start(ap, f);
+    for (; *f; f++) {
+        if (*f != '%') {
+            putc(*f);
+            continue;
+        }
+        f++;
+        if (*f == 's') {
+            for (const char *s = va_arg(ap, const char *); *s; s++)
+                putc(*s);
+        } else {
+            uint32_t v = va_arg(ap, uint32_t), base = *f == 'x' ? 16 : 10;
+            char b[12];
+            int n = 0;
+            do { b[n++] = "0123456789abcdef"[v % base]; v /= base; } while (v);
+            while (n)
+                putc(b[--n]);
+        }
+    }
+    va_end(ap);
+}
+
+static int failures;
+static void check(int ok, const char *what)
+{
+    if (!ok) {
+        failures++;
+        print("hvm-pv: check failed: %s\n", what);
+    }
+}
+
+/* ---- hypercalls through the page ---- */
+static uint32_t hypercall_va;
+
+static long hcall(unsigned nr, uint32_t a1, uint32_t a2, uint32_t a3)
+{
+    long ret;
+    uint32_t fn = hypercall_va + nr * 32;
+    __asm__ volatile("call *%[fn]" : "=a"(ret), "+b"(a1), "+c"(a2), "+d"(a3)
+                     : [fn] "r"(fn) : "memory");
+    return ret;
+}
+
+struct pv_info {
+    char sig[8];
+    uint16_t length;
+    uint8_t version, checksum;
+    uint32_t hypercall, mailbox, doorbell, nr_vcpus, xen_version, features;
+} __attribute__((packed));
+
+/* ---- paging: PSE identity of the first 256 MiB + an alias of 0-4 MiB ---- */
+static uint32_t pd[1024] __attribute__((aligned(4096)));
+
+static void paging_on(void)
+{
+    for (uint32_t i = 0; i < 64; i++)
+        pd[i] = (i << 22) | 0x83;                   /* P RW PS */
+    pd[ALIAS >> 22] = 0x83;                         /* VA 0xC0000000 -> PA 0 */
+    pd[IOAPIC >> 22] = (IOAPIC & 0xffc00000u) | 0x93; /* LAPIC, IO-APIC: UC */
+    __asm__ volatile("mov %%cr4, %%eax; or $0x10, %%eax; mov %%eax, %%cr4\n\t"
+                     "mov %0, %%cr3\n\t"
+                     "mov %%cr0, %%eax; or $0x80010000, %%eax; mov %%eax, %%cr0"
+                     :: "r"(pd) : "eax", "memory");
+}
+
+/* ---- events ---- */
+static uint8_t shinfo[4096] __attribute__((aligned(4096)));
+static volatile uint32_t callbacks;
+static volatile uint32_t pending_seen[32];
+
+void callback_handler(void)
+{
+    volatile uint8_t *vi = shinfo;                  /* vcpu_info[0] */
+    volatile uint32_t *pend = (uint32_t *)(shinfo + 2048);
+    inb(0x2f8);                                     /* acknowledge COM2's line */
+    vi[0] = 0;                                      /* evtchn_upcall_pending */
+    uint32_t sel = __atomic_exchange_n((uint32_t *)(shinfo + 4), 0, __ATOMIC_SEQ_CST);
+    while (sel) {
+        int w = __builtin_ctz(sel);
+        sel &= sel - 1;
+        uint32_t bits = __atomic_exchange_n(&pend[w], 0, __ATOMIC_SEQ_CST);
+        pending_seen[w] |= bits;
+    }
+    callbacks++;
+    *(volatile uint32_t *)(LAPIC + 0xb0) = 0;       /* EOI */
+}
+
+extern char callback_entry[];
+static uint64_t idt[256] __attribute__((aligned(8)));
+
+static void interrupts_on(void)
+{
+    uint32_t h = (uint32_t)callback_entry;
+    idt[CB_VECTOR] = (h & 0xffff) | (0x10ull << 16) | (0x8eull << 40) | ((uint64_t)(h >> 16) << 48);
+    struct { uint16_t lim; uint32_t base; } __attribute__((packed)) d = { sizeof(idt) - 1, (uint32_t)idt };
+    __asm__ volatile("lidt %0" :: "m"(d));
+    outb(0x21, 0xff);                               /* PICs off: the IO-APIC delivers */
+    outb(0xa1, 0xff);
+    *(volatile uint32_t *)(LAPIC + 0xf0) = 0x1ff;   /* LAPIC on */
+    volatile uint32_t *sel = (uint32_t *)IOAPIC, *win = (uint32_t *)(IOAPIC + 0x10);
+    *sel = 0x10 + 2 * 3;                            /* GSI 3: edge, high, vector */
+    *win = CB_VECTOR;
+    *sel = 0x10 + 2 * 3 + 1;
+    *win = 0;                                       /* to APIC id 0 */
+    outb(0x2f9, 0x01);                              /* COM2: receive interrupt */
+    outb(0x2fc, 0x08);                              /* OUT2 */
+    while (inb(0x2fd) & 1)
+        inb(0x2f8);
+    __asm__ volatile("sti");
+}
+
+static int wait_for(volatile uint32_t *what, uint32_t old)
+{
+    for (uint32_t i = 0; i < 20000000 && *what == old; i++)
+        __asm__ volatile("pause");
+    return *what != old;
+}
+
+/* ---- the rings ---- */
+static void console_write(uint8_t *ring, const char *s)
+{
+    volatile uint32_t *prod = (uint32_t *)(ring + 3084), *cons = (uint32_t *)(ring + 3080);
+    uint32_t p = *prod;
+    for (; *s; s++) {
+        while (p - *cons >= 2048)
+            ;
+        ring[1024 + (p++ & 2047)] = (uint8_t)*s;
+    }
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    *prod = p;
+}
+
+static int xs_read(uint8_t *ring, uint32_t port, const char *path, char *out, uint32_t outlen)
+{
+    volatile uint32_t *req_prod = (uint32_t *)(ring + 2052), *rsp_cons = (uint32_t *)(ring + 2056);
+    volatile uint32_t *rsp_prod = (uint32_t *)(ring + 2060);
+    uint32_t len = 0;
+    while (path[len])
+        len++;
+    uint32_t hdr[4] = { 2 /* XS_READ */, 7, 0, len + 1 };
+    uint32_t p = *req_prod;
+    for (uint32_t i = 0; i < 16; i++)
+        ring[(p++) & 1023] = ((uint8_t *)hdr)[i];
+    for (uint32_t i = 0; i <= len; i++)
+        ring[(p++) & 1023] = (uint8_t)path[i];
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    *req_prod = p;
+    uint32_t cb = callbacks;
+    uint32_t evtchn_send[1] = { port };
+    hcall(32, 4, V(evtchn_send), 0);               /* EVTCHNOP_send */
+    wait_for(&callbacks, cb);
+    for (uint32_t i = 0; i < 20000000 && *rsp_prod - *rsp_cons < 16; i++)
+        __asm__ volatile("pause");
+    uint32_t c = *rsp_cons, rh[4];
+    if (*rsp_prod - c < 16)
+        return -1;
+    for (uint32_t i = 0; i < 16; i++)
+        ((uint8_t *)rh)[i] = ring[1024 + ((c + i) & 1023)];
+    if (rh[0] != 2 || rh[1] != 7 || rh[3] >= outlen)
+        return -1;
+    for (uint32_t i = 0; i < rh[3]; i++)
+        out[i] = (char)ring[1024 + ((c + 16 + i) & 1023)];
+    out[rh[3]] = 0;
+    *rsp_cons = c + 16 + rh[3];
+    return 0;
+}
+
+static uint64_t get_param(uint32_t index)
+{
+    struct { uint16_t domid, pad; uint32_t index; uint64_t value; } __attribute__((packed)) p =
+        { 0x7ff0, 0, index, 0 };
+    long rc = hcall(34, 1 /* HVMOP_get_param */, V(&p), 0);
+    check(rc == 0, "HVMOP_get_param");
+    return p.value;
+}
+
+void guest_main(void)
+{
+    outb(0x3fb, 0x03);
+    print("hvm-pv: PV drivers in an HVM guest\n");
+    struct pv_info *pi = (struct pv_info *)0x9fa00;
+    uint8_t sum = 0;
+    for (uint32_t i = 0; i < sizeof(*pi); i++)
+        sum += ((uint8_t *)pi)[i];
+    if (__builtin_memcmp(pi->sig, "XenPVHVM", 8) || sum) {
+        print("hvm-pv: no XenPVHVM table at 0x9fa00\nTest result: FAILURE\n");
+        return;
+    }
+    print("hvm-pv: XenPVHVM v%u: hypercall page at %x, doorbell port %x\n", pi->version,
+          pi->hypercall, pi->doorbell);
+    hypercall_va = pi->hypercall;                   /* identity-mapped */
+    paging_on();
+    print("hvm-pv: paging on (PSE), pointers passed through the alias at %x\n", ALIAS);
+
+    long v = hcall(17, 0, 0, 0);                    /* XENVER_version */
+    static char extra[16];
+    check(hcall(17, 1, V(extra), 0) == 0, "XENVER_extraversion");
+    print("hvm-pv: Xen %u.%u%s\n", (uint32_t)v >> 16, (uint32_t)v & 0xffff, extra);
+    check((uint32_t)v == pi->xen_version, "xen_version matches the table");
+
+    static const char hello[] = "hvm-pv: hello through console_io\n";
+    check(hcall(18, 0, sizeof(hello) - 1, V(hello)) == 0, "console_io");
+
+    uint32_t store_pfn = (uint32_t)get_param(1), store_port = (uint32_t)get_param(2);
+    uint32_t cons_pfn = (uint32_t)get_param(17), cons_port = (uint32_t)get_param(18);
+    print("hvm-pv: store pfn %x port %u, console pfn %x port %u\n", store_pfn, store_port,
+          cons_pfn, cons_port);
+    check(store_pfn && cons_pfn && store_port && cons_port, "HVM params");
+
+    struct { uint16_t domid, size; uint32_t space, idx, gpfn; } xatp =
+        { 0x7ff0, 0, 0 /* shared_info */, 0, (uint32_t)shinfo >> 12 };
+    check(hcall(12, 7, V(&xatp), 0) == 0, "XENMEM_add_to_physmap(shared_info)");
+    uint32_t wc_sec = *(volatile uint32_t *)(shinfo + 2308);
+    print("hvm-pv: shared_info at %x, wallclock %u s\n", (uint32_t)shinfo, wc_sec);
+    check(wc_sec > 1600000000u, "shared_info wallclock");
+
+    /* a pointer Python must refuse: our hypercall area's own code */
+    static char junk[4];
+    (void)junk;
+    check(hcall(18, 0, 16, pi->hypercall) == -14, "console_io from the hypercall area: -EFAULT");
+    check(hcall(34, 1, 0x7ffff000u, 0) == -14, "an unmapped pointer: -EFAULT");
+
+    struct { uint16_t domid, pad; uint32_t index; uint64_t value; } __attribute__((packed)) cb =
+        { 0x7ff0, 0, 0, 3 };                        /* CALLBACK_IRQ: GSI 3 */
+    interrupts_on();
+    shinfo[1] = 0;                                  /* vcpu_info[0].evtchn_upcall_mask */
+    check(hcall(34, 0, V(&cb), 0) == 0, "HVMOP_set_param(CALLBACK_IRQ, GSI 3)");
+
+    console_write((uint8_t *)(cons_pfn << 12), "hvm-pv: hello through the PV console ring\n");
+    uint32_t before = callbacks;
+    uint32_t send[1] = { cons_port };
+    check(hcall(32, 4, V(send), 0) == 0, "EVTCHNOP_send (console)");
+    check(wait_for(&callbacks, before), "a callback after the console kick");
+
+    static char val[64];
+    check(xs_read((uint8_t *)(store_pfn << 12), store_port, "domid", val, sizeof(val)) == 0,
+          "XenStore read domid");
+    print("hvm-pv: xenstore domid = %s\n", val);
+    check(xs_read((uint8_t *)(store_pfn << 12), store_port, "name", val, sizeof(val)) == 0,
+          "XenStore read name");
+    print("hvm-pv: xenstore name = %s\n", val);
+    print("hvm-pv: %u callback interrupt(s)\n", callbacks);
+    check(callbacks >= 2, "callbacks for the rings");
+
+    print(failures ? "Test result: FAILURE\n" : "Test result: SUCCESS\n");
+    uint32_t reason[1] = { 0 };                     /* SHUTDOWN_poweroff */
+    hcall(29, 2, V(reason), 0);
+    print("hvm-pv: SCHEDOP_shutdown returned\n");
+    for (;;)
+        __asm__ volatile("hlt");
+}

@@ -1,0 +1,425 @@
+"""PV drivers for HVM guests: the hypercall ABI reached from ring 0 of an
+HVM guest, the HVM params, shared_info placement, event channels, the PV
+console and XenStore rings.
+
+Discovery.  Stock QEMU under TCG cannot show Xen's CPUID leaves, and a
+guest cannot ask for the hypercall page through Xen's MSR (TCG raises #GP
+on unknown MSRs).  The builder therefore writes the hypercall area itself
+and a signed table that points to it: ``struct hvm_pv_info`` ("XenPVHVM",
+all bytes summing to 0) at 0x9FA00 in E820-reserved memory
+(layout.pv_info).  Guests written for qemu-xenpv look there; stock Linux
+and other guests that expect Xen's CPUID leaves do not, so they run
+without PV drivers.
+
+Transport (firmware/hvmloader/hypercall_page.S).  The stubs store the
+registers, CR3/CR0/CR4 and the APIC id in the vCPU's mailbox, write the
+APIC id to an I/O port (an isa-debugcon on a socketpair: port I/O works
+whatever paging the guest uses) and spin on the answer.  One service
+thread reads the doorbell bytes and answers each mailbox under the
+hypervisor lock.  Pointer arguments are guest-virtual: they are translated
+by walking the guest's page tables (2-level, PSE, PAE) from the CR3 the
+stub posted, as Xen's hvm_copy_{from,to}_guest_virt do.
+
+Events.  Event channels are the PV ones (qemu_xenpv/evtchn.py) on the
+domain's shared_info.  A callback needs an interrupt line Python can raise
+in stock QEMU; HVM_PARAM_CALLBACK_IRQ accepts the GSI type with GSI 3,
+which is COM2's receive interrupt: Python sends COM2 a byte while vCPU 0
+has an upcall pending and unmasked, and the guest acknowledges the line by
+reading COM2's receive register (port 0x2F8).  The vector and PCI INTx
+types answer -ENOSYS (an outside process cannot inject a chosen vector
+into QEMU under TCG).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import struct
+import threading
+from typing import Dict, Optional
+
+from .. import abi
+from ..abi import EFAULT, EINVAL, ENOSYS, EPERM
+from . import layout
+
+log = logging.getLogger("qemu_xenpv.hvm.pv")
+
+XEN_VERSION = (4 << 16) | 17
+
+HVMOP_set_param, HVMOP_get_param = 0, 1
+HVM_PARAM_CALLBACK_IRQ, HVM_PARAM_STORE_PFN, HVM_PARAM_STORE_EVTCHN = 0, 1, 2
+HVM_PARAM_PAE_ENABLED = 4
+HVM_PARAM_CONSOLE_PFN, HVM_PARAM_CONSOLE_EVTCHN = 17, 18
+HVM_NR_PARAMS = 39
+CALLBACK_TYPE_GSI, CALLBACK_TYPE_PCI_INTX, CALLBACK_TYPE_VECTOR = 0, 1, 2
+CALLBACK_GSI = 3                    # COM2
+COM2_RBR = 0x2F8
+# the guest may set these; the rest are the toolstack's
+GUEST_SETTABLE = {HVM_PARAM_CALLBACK_IRQ}
+
+XENMEM_add_to_physmap = 7
+XENMAPSPACE_shared_info, XENMAPSPACE_grant_table = 0, 1
+
+HVM_FEATURES = ((1 << abi.XENFEAT_writable_page_tables) |
+                (1 << abi.XENFEAT_writable_descriptor_tables) |
+                (1 << abi.XENFEAT_auto_translated_physmap) |
+                (1 << abi.XENFEAT_supervisor_mode_kernel))
+
+# a hypercall that does not return to the guest (SCHEDOP_shutdown, as on
+# Xen: the vCPU stays in the stub's spin until the domain is gone)
+NO_ANSWER = object()
+
+_MBOX = struct.Struct("<13I")       # req resp eax ebx ecx edx esi edi ebp cr3 cr0 cr4 apic
+
+
+# ---- guest page walk --------------------------------------------------
+def translate(ram, cr0: int, cr3: int, cr4: int, va: int, write: bool) -> Optional[int]:
+    """Guest-virtual -> guest-physical for a supervisor access, or None."""
+    va &= 0xFFFFFFFF
+    if not cr0 & 0x80000000:                        # paging off
+        return va
+    wp = bool(cr0 & 0x10000)
+
+    def ok(e: int) -> bool:
+        return bool(e & 1) and (not write or not wp or bool(e & 2))
+
+    def rd64(a: int) -> Optional[int]:
+        return ram.r64(a) if 0 <= a and a + 8 <= ram.size else None
+
+    def rd32(a: int) -> Optional[int]:
+        return ram.r32(a) if 0 <= a and a + 4 <= ram.size else None
+
+    if cr4 & 0x20:                                  # PAE
+        pdpte = rd64((cr3 & 0xFFFFFFE0) + ((va >> 30) & 3) * 8)
+        if pdpte is None or not pdpte & 1:
+            return None
+        pde = rd64((pdpte & 0x000FFFFFFFFFF000) + ((va >> 21) & 0x1FF) * 8)
+        if pde is None or not ok(pde):
+            return None
+        if pde & 0x80:
+            return (pde & 0x000FFFFFFFE00000) | (va & 0x1FFFFF)
+        pte = rd64((pde & 0x000FFFFFFFFFF000) + ((va >> 12) & 0x1FF) * 8)
+        if pte is None or not ok(pte):
+            return None
+        return (pte & 0x000FFFFFFFFFF000) | (va & 0xFFF)
+    pde = rd32((cr3 & 0xFFFFF000) + (va >> 22) * 4)
+    if pde is None or not ok(pde):
+        return None
+    if pde & 0x80 and cr4 & 0x10:                   # PSE 4 MiB page
+        return (pde & 0xFFC00000) | (va & 0x3FFFFF)
+    pte = rd32((pde & 0xFFFFF000) + ((va >> 12) & 0x3FF) * 4)
+    if pte is None or not ok(pte):
+        return None
+    return (pte & 0xFFFFF000) | (va & 0xFFF)
+
+
+class HVMMode:
+    pae = True
+    hole_start = 0xFFFFFFFF         # no hypervisor hole in an HVM guest
+
+
+class HVMVcpu:
+    """What the PV hypercall families and event channels need of a vCPU."""
+
+    def __init__(self, pv: "PVDrivers", vid: int):
+        self.pv = pv
+        self.dom = pv.dom
+        self.vid = vid
+        self.online = True
+        self.blocked = False
+        self.poll_ports = None
+        self.in_call = False
+        self.cr0 = self.cr3 = self.cr4 = 0
+        self.calls = 0
+
+    @property
+    def vcpu_info_pa(self) -> int:
+        if self.vid < 32:
+            return self.dom.shared_info_pa + self.vid * abi.VCPU_INFO_SIZE
+        return self.pv.area + layout.PV_SCRATCH_PAGE * 4096     # no events beyond 32
+
+    def mark_events_pending(self) -> None:
+        if self.dom.ram.xchg8(self.vcpu_info_pa + abi.VI_UPCALL_PENDING, 1) == 0:
+            self.kick()
+
+    def kick(self) -> None:
+        self.pv.raise_callback(self)
+
+    def check_poller(self, port: int) -> None:
+        pass
+
+    def now(self) -> int:
+        import time
+        return time.monotonic_ns()
+
+
+class PVDrivers:
+    def __init__(self, dom):
+        self.dom = dom
+        self.hv = dom.hv
+        self.ram = dom.ram
+        self.area = layout.pv_area(dom.ram.size)
+        self.params: Dict[int, int] = {HVM_PARAM_PAE_ENABLED: 1}
+        self.db_ours, self.db_theirs = socket.socketpair()
+        self.com2_ours, self.com2_theirs = socket.socketpair()
+        self.com2_ours.setblocking(False)
+        self.thread: Optional[threading.Thread] = None
+        self.stopping = False
+        self.pv_console = None
+        self.calls = 0
+
+    # ---- set-up (phase "pv", before QEMU starts) ----
+    def setup(self) -> None:
+        dom = self.dom
+        dom.shared_info_pa = self.area + layout.PV_SHARED_INFO_PAGE * 4096
+        store_pfn = (self.area >> 12) + layout.PV_STORE_PAGE
+        console_pfn = (self.area >> 12) + layout.PV_CONSOLE_PAGE
+        dom.store_evtchn = dom.evtchn.alloc_unbound(0)
+        dom.console_evtchn = dom.evtchn.alloc_unbound(0)
+        self.params.update({HVM_PARAM_STORE_PFN: store_pfn, HVM_PARAM_STORE_EVTCHN: dom.store_evtchn,
+                            HVM_PARAM_CONSOLE_PFN: console_pfn,
+                            HVM_PARAM_CONSOLE_EVTCHN: dom.console_evtchn})
+
+        class Built:
+            pass
+        dom.built = Built()
+        dom.built.store_mfn = store_pfn
+        dom.built.console_mfn = console_pfn
+        from qemu_xenpv.devices.console import ConsoleBackend
+        self.pv_console = ConsoleBackend(dom, console_pfn, dom.console_evtchn)
+
+    def qemu_args(self):
+        return ["-chardev", f"socket,id=xpvdb,fd={self.db_theirs.fileno()}",
+                "-device", f"isa-debugcon,iobase={layout.DOORBELL_PORT:#x},chardev=xpvdb",
+                "-chardev", f"socket,id=com2,fd={self.com2_theirs.fileno()}",
+                "-serial", "chardev:com2"]
+
+    def pass_fds(self):
+        return [self.db_theirs.fileno(), self.com2_theirs.fileno()]
+
+    def after_launch(self) -> None:
+        for s in (self.db_theirs, self.com2_theirs):
+            s.close()
+        self.thread = threading.Thread(target=self._serve, daemon=True,
+                                       name=f"hvm-pv-{self.dom.domid}")
+        self.thread.start()
+
+    def connect_console(self, emit) -> None:
+        self.pv_console.connect()
+        self.pv_console.add_sink(emit)
+
+    def stop(self) -> None:
+        self.stopping = True
+        for s in (self.db_ours, self.db_theirs, self.com2_ours, self.com2_theirs):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
+                s.close()
+            except OSError:
+                pass
+        if self.pv_console is not None:
+            with self.hv.lock:
+                self.pv_console.disconnect()
+        if self.thread is not None and self.thread is not threading.current_thread():
+            self.thread.join(2)
+
+    # ---- the doorbell ----
+    def _serve(self) -> None:
+        while not self.stopping:
+            try:
+                data = self.db_ours.recv(4096)
+            except OSError:
+                return
+            if not data:
+                return
+            for vid in dict.fromkeys(data):         # each vCPU once per batch
+                try:
+                    self._handle(vid)
+                except Exception:
+                    log.exception("d%d: HVM hypercall service", self.dom.domid)
+
+    def _handle(self, vid: int) -> None:
+        dom = self.dom
+        if vid >= len(dom.vcpus) or dom.ram is None:
+            dom.log_once(f"badvcpu:{vid}", f"doorbell for vCPU {vid}, which does not exist")
+            return
+        mb = self.area + layout.PV_MBOX_PAGE * 4096 + vid * layout.MBOX_SIZE
+        ram = self.ram
+        req, resp, eax, ebx, ecx, edx, esi, edi, ebp, cr3, cr0, cr4, apic = \
+            _MBOX.unpack(ram.read(mb, _MBOX.size))
+        if req == resp:
+            return                                  # nothing posted (or answered)
+        vcpu = dom.vcpus[vid]
+        vcpu.cr0, vcpu.cr3, vcpu.cr4 = cr0, cr3, cr4
+        with self.hv.lock:
+            if not dom.alive:
+                return
+            vcpu.in_call = True
+            try:
+                ret = self.dispatch(vcpu, eax, (ebx, ecx, edx, esi, edi, ebp))
+            finally:
+                vcpu.in_call = False
+        if ret is NO_ANSWER:
+            return
+        ram.w32(mb + 8, ret & 0xFFFFFFFF)
+        ram.fence()
+        ram.w32(mb + 4, req)
+
+    # ---- dispatch ----
+    def dispatch(self, vcpu: HVMVcpu, nr: int, args) -> int:
+        from ..hypercall import TABLE, Call, DomainCrash, GuestFault, _load_families
+        if not TABLE:
+            _load_families()
+        self.calls += 1
+        vcpu.calls += 1
+        call = Call(vcpu, None, tuple(args) + (nr,))
+        ret = self._dispatch(call, vcpu, nr, args)
+        tracer = self.dom.tracer
+        if tracer is not None:
+            tracer.record(call, TABLE.get(nr), 0 if ret is NO_ANSWER else ret)
+        return ret
+
+    def _dispatch(self, call, vcpu: HVMVcpu, nr: int, args) -> int:
+        from ..hypercall import TABLE, DomainCrash, GuestFault
+        own = HVM_HYPERCALLS.get(nr)
+        try:
+            if own is not None:
+                return own(self, call, *args[:2])
+            if nr in REUSED:
+                fam = TABLE.get(nr)
+                if fam is not None:
+                    return fam.fn(call, *args[:fam.nargs])
+            self.dom.log_once(f"nosys:{nr}", f"HVM hypercall {nr} "
+                              f"({abi.HYPERCALLS.get(nr, 'unknown')}) is not available: -ENOSYS")
+            return -ENOSYS
+        except GuestFault:
+            return -EFAULT
+        except DomainCrash as e:
+            self.hv.call_soon(self.dom.crash_from_hypercall, e.reason)
+            return -EFAULT
+        except Exception as e:                      # our bug: crash the domain, not us
+            log.exception("d%d: hypercall %d", self.dom.domid, nr)
+            self.hv.call_soon(self.dom.crash_from_hypercall, f"internal hypervisor error: {e!r}")
+            return -ENOSYS
+
+    # ---- events ----
+    def raise_callback(self, vcpu: HVMVcpu) -> None:
+        """The GSI callback: asserted for vCPU 0's pending, unmasked upcall."""
+        cb = self.params.get(HVM_PARAM_CALLBACK_IRQ, 0)
+        if vcpu.vid != 0 or cb != (CALLBACK_TYPE_GSI << 56 | CALLBACK_GSI):
+            return
+        ram = self.ram
+        vi = vcpu.vcpu_info_pa
+        if ram.r8(vi + abi.VI_UPCALL_PENDING) and not ram.r8(vi + abi.VI_UPCALL_MASK):
+            try:
+                self.com2_ours.send(b"\x01")
+            except OSError:
+                pass
+
+    # ---- memory ----
+    def copy(self, vcpu: HVMVcpu, va: int, n: int, data: Optional[bytes] = None):
+        out = bytearray()
+        off = 0
+        while off < n:
+            pa = translate(self.ram, vcpu.cr0, vcpu.cr3, vcpu.cr4, va + off, data is not None)
+            chunk = min(n - off, 4096 - ((va + off) & 0xFFF))
+            if pa is None or pa + chunk > self.ram.size or self._hidden(pa, chunk):
+                return None
+            if data is None:
+                out += self.ram.read(pa, chunk)
+            else:
+                self.ram.write(pa, data[off:off + chunk])
+            off += chunk
+        return bytes(out) if data is None else True
+
+    def _hidden(self, pa: int, n: int) -> bool:
+        """The hypercall area's code and mailboxes are ours: a guest pointer
+        into them is refused, so a hypercall cannot rewrite the stubs."""
+        return layout.overlaps((pa, pa + n), (self.area, self.area + 4 * 4096))
+
+
+# ---- the HVM hypercall families (Xen's hvm_hypercall_table subset) ----
+def _sched_op(pv: PVDrivers, call, cmd, arg) -> int:
+    if cmd == 0:                                    # SCHEDOP_yield
+        return 0
+    if cmd == 1:                                    # SCHEDOP_block: the guest will hlt
+        return 0
+    if cmd == 2:                                    # SCHEDOP_shutdown
+        reason = call.read_u32(arg)
+        name = abi.SHUTDOWN_NAMES.get(reason)
+        if name is None:
+            return -EINVAL
+        pv.hv.call_soon(pv.dom.pv_shutdown, name)
+        return NO_ANSWER
+    return -ENOSYS
+
+
+def _memory_op(pv: PVDrivers, call, cmd, arg) -> int:
+    if cmd != XENMEM_add_to_physmap:
+        return -ENOSYS
+    a = call.read_struct(abi.xen_add_to_physmap, arg)
+    dom = pv.dom
+    if a["domid"] not in (abi.DOMID_SELF, dom.domid):
+        return -EPERM
+    gpfn = a["gpfn"]
+    pa = gpfn << 12
+    if pa + 4096 > pv.area or layout.RESERVED_START >> 12 <= gpfn < layout.KERNEL_BASE >> 12:
+        return -EINVAL                              # not the guest's RAM
+    if a["space"] == XENMAPSPACE_shared_info:
+        if a["idx"] != 0:
+            return -EINVAL
+        if pa != dom.shared_info_pa:
+            # our RAM is flat: the page at gpfn becomes shared_info
+            ram = pv.ram
+            ram.write(pa, ram.read(dom.shared_info_pa, 4096))
+            dom.shared_info_pa = pa
+            dom.publish_wallclock()
+        return 0
+    if a["space"] == XENMAPSPACE_grant_table:
+        dom.log_once("gnttab", "XENMAPSPACE_grant_table: grant tables are not offered to "
+                               "HVM guests yet: -ENOSYS")
+        return -ENOSYS
+    return -EINVAL
+
+
+def _hvm_op(pv: PVDrivers, call, op, arg) -> int:
+    if op not in (HVMOP_set_param, HVMOP_get_param):
+        return -ENOSYS
+    p = call.read_struct(abi.xen_hvm_param, arg)
+    if p["domid"] not in (abi.DOMID_SELF, pv.dom.domid):
+        return -EPERM
+    idx = p["index"]
+    if idx >= HVM_NR_PARAMS:
+        return -EINVAL
+    if op == HVMOP_get_param:
+        p["value"] = pv.params.get(idx, 0)
+        call.write_struct(abi.xen_hvm_param, arg, p)
+        return 0
+    if idx not in GUEST_SETTABLE:
+        return -EPERM
+    val = p["value"]
+    if idx == HVM_PARAM_CALLBACK_IRQ:
+        kind = val >> 56
+        if val == 0:
+            pass                                    # callback off
+        elif kind == CALLBACK_TYPE_GSI:
+            if val & 0xFFFFFFFF != CALLBACK_GSI:
+                return -EINVAL                      # only COM2's line can be raised
+        else:
+            return -ENOSYS
+        pv.params[idx] = val
+        pv.dom.log(f"HVM callback: {'off' if not val else f'GSI {val & 0xFFFFFFFF} (COM2)'}")
+        if val:
+            pv.raise_callback(pv.dom.vcpus[0])
+        return 0
+    return -EPERM
+
+
+HVM_HYPERCALLS = {abi.HYPERCALL_NR["sched_op"]: _sched_op,
+                  abi.HYPERCALL_NR["memory_op"]: _memory_op,
+                  abi.HYPERCALL_NR["hvm_op"]: _hvm_op}
+# the PV families that work unchanged on an HVM domain
+REUSED = {abi.HYPERCALL_NR[n] for n in ("xen_version", "console_io", "event_channel_op")}
