@@ -477,6 +477,11 @@ class BackendDevice:
     def frontend_changed(self, fs: XenbusState) -> None:
         S = XenbusState
         if fs == S.Initialising:
+            if self.state == S.Closing and not self.removing:
+                # its Closed came and went between two looks at the state
+                # (watches report the node, not every value it held)
+                self._do_disconnect()
+                self._switch(S.Closed)
             if self.state == S.Closed and not self.removing:
                 self.error = None
                 self._switch(S.InitWait)            # the frontend reconnects

@@ -34,6 +34,7 @@ class Port:
     remote_port: int = 0
     virq: int = 0
     consumer: Optional[Callable[[int], None]] = None   # domain 0 back ends
+    inline: bool = False            # consumer runs in the sender's thread (hv.lock held)
 
 
 class EventChannels:
@@ -193,7 +194,11 @@ class EventChannels:
         ch = self.ports[port]
         if self.dom.domid == 0:
             if ch.consumer is not None:
-                self.hv.call_soon(ch.consumer, port)
+                if ch.inline:
+                    with self.hv.lock:
+                        ch.consumer(port)
+                else:
+                    self.hv.call_soon(ch.consumer, port)
             return
         ram, si = self.dom.ram, self.dom.shared_info_pa
         vcpu = self.dom.vcpus[ch.notify_vcpu]
@@ -229,8 +234,12 @@ class EventChannels:
             self.ports[p].consumer = consumer
         return p
 
-    def dom0_bind(self, remote_dom: int, remote_port: int, consumer: Callable[[int], None]) -> int:
+    def dom0_bind(self, remote_dom: int, remote_port: int, consumer: Callable[[int], None],
+                  inline: bool = False) -> int:
+        """Bind a back end's port; `inline` consumers run in the thread that
+        sent the event (a guest's vCPU, hv.lock held) instead of the loop."""
         p = self.bind_interdomain(remote_dom, remote_port)
         if p > 0:
             self.ports[p].consumer = consumer
+            self.ports[p].inline = inline
         return p

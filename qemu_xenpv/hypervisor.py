@@ -63,6 +63,10 @@ class Hypervisor:
         self._restart_count: Dict[int, int] = {}
         self._guest_lines: Dict[int, bytearray] = {}
         self.loop = asyncio.new_event_loop()
+        self._loop_ident: Optional[int] = None
+        # the event loop thread is waiting for `lock` (vCPU threads, which
+        # take it for every request, step back so it is not starved)
+        self.loop_waiting = 0
         self._thread = threading.Thread(target=self._run_loop, name="hypervisor-loop", daemon=True)
         self._thread.start()
         self.started = time.time()
@@ -74,10 +78,14 @@ class Hypervisor:
         self.xenstore = XenStored(self)
 
     def _run_loop(self) -> None:
+        self._loop_ident = threading.get_ident()
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
 
     # ---- plumbing ----
+    def on_loop_thread(self) -> bool:
+        return threading.get_ident() == self._loop_ident
+
     def call_soon(self, fn: Callable, *args) -> None:
         self.loop.call_soon_threadsafe(fn, *args)
 

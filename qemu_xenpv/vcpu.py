@@ -8,6 +8,7 @@ import logging
 import os
 import struct
 import threading
+import time
 from typing import Dict, Optional, Tuple
 
 from . import abi
@@ -92,6 +93,8 @@ class VCPU:
                 return -1
             if args is None:
                 return 0
+            while hv.loop_waiting and not self.stopping:
+                time.sleep(0.00005)         # the loop thread waits for the lock
             with lock:
                 if self.stopping:
                     return -1

@@ -9,9 +9,10 @@ hypervisor, served
   privileged (domain 0);
 * to this process directly (the engine's domain-0 helpers).
 
-The engine is single-threaded: everything here runs on the hypervisor's
-event loop thread with ``hv.lock`` held (ring kicks arrive as domain-0 event
-channel callbacks, which the event channel code schedules on that loop).
+The engine is used with ``hv.lock`` held.  A guest's ring is served inline,
+in the vCPU thread whose EVTCHNOP_send kicked the store port (so the reply
+is in the ring before that hypercall returns); Python watch callbacks and
+socket output, which belong to the event loop, are handed to its thread.
 
 At domain creation it writes the tree xl writes (libxl__domain_make,
 libxl__build_post, the console device) with xl's permissions, then
@@ -61,6 +62,7 @@ class XenStored:
         self.clients = 0
         self._server = None
         s = self.store
+        s.schedule = self._on_loop
         s.write("/local/domain/0/name", "Domain-0")
         s.write("/local/domain/0/domid", "0")
         s.mkdir("/local/domain/0/backend")
@@ -161,7 +163,7 @@ class XenStored:
         if old is not None:
             self._close_ring(domid)
         evtchn = self.hv.dom0.evtchn
-        dport = evtchn.dom0_bind(domid, port, lambda _p, d=domid: self._process(d))
+        dport = evtchn.dom0_bind(domid, port, lambda _p, d=domid: self._process(d), inline=True)
         if dport < 0:
             raise XenStoreError("EINVAL", f"cannot bind dom{domid} port {port} ({dport})")
         conn = self.store.connect(domid)
@@ -190,6 +192,23 @@ class XenStored:
             again = r.ring.more_to_do
         if again:                           # fairness: others get a turn first
             self.hv.call_soon(self._process, domid)
+
+    def _on_loop(self, func, *args) -> None:
+        """Run func(*args) with hv.lock held on the event loop thread: now if
+        this is that thread, else as soon as it can."""
+        if self.hv.on_loop_thread():
+            func(*args)
+            return
+
+        def run():
+            hv = self.hv
+            hv.loop_waiting += 1                # vCPU threads let us in first
+            try:
+                with hv.lock:
+                    func(*args)
+            finally:
+                hv.loop_waiting -= 1
+        self.hv.call_soon(run)
 
     def _ring_error(self, ring, code: int, reason: str) -> None:
         self.hv.dmesg(f"(XEN) d{ring.conn.domid}: xenstore: ring broken "
@@ -264,6 +283,9 @@ class XenStored:
             conn = self.store.connect(0, privileged=True)
 
         def flush(c) -> None:
+            if not self.hv.on_loop_thread():            # a guest's inline request
+                self._on_loop(flush, c)
+                return
             msgs = c.take()
             if not writer.is_closing():
                 writer.write(b"".join(m.pack() for m in msgs))

@@ -446,6 +446,7 @@ static void check_mmu_update(void)
         pte_t e;
 
         mmu_upd(l1e_maddr(sva), mk_pte(vmfn(t), _PAGE_PRESENT | _PAGE_RW));
+        mmuext(MMUEXT_INVLPG_LOCAL, sva, 0);    /* mmu_update does not flush */
         WRITE_ONCE(s[1], 1);                    /* the CPU sets A and D */
         e = *l1e_ptr(sva);
         if ((e & (_PAGE_ACCESSED | _PAGE_DIRTY)) != (_PAGE_ACCESSED | _PAGE_DIRTY))

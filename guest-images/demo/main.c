@@ -173,10 +173,24 @@ static void read_line(char *buf, size_t size)
     buf[len] = '\0';
 }
 
+/* Device discovery (XenStore scans, frontends connecting) runs once the
+ * prompt is up, as deferred work: the shell does not wait for it, and any
+ * command still finds it done (work_run() below). */
+static struct work probe_work;
+
+static void probe_devices(void *data)
+{
+    (void)data;
+    netcmds_init();
+    blkcmds_init();
+}
+
 static void run_command(char *line)
 {
     char *word, *args;
     size_t i;
+
+    work_run();             /* what was raised meanwhile, device probing first */
 
     for (word = line; *word == ' ' || *word == '\t'; word++)
         ;
@@ -205,8 +219,8 @@ int main(void)
 
     print_banner();
     xencmds_init();
-    netcmds_init();
-    blkcmds_init();
+    work_init(&probe_work, probe_devices, NULL);
+    work_raise(&probe_work);
     for (;;) {
         printk("demo> ");
         read_line(line, sizeof(line));

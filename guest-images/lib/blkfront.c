@@ -135,17 +135,31 @@ static int switch_state(struct blkfront *bf, int state)
 /* Poll the back end's state until it is in [lo, hi] (or the deadline). */
 static long wait_backend_state(struct blkfront *bf, long lo, long hi)
 {
-    uint64_t deadline = system_time_ns() + STATE_TIMEOUT;
+    uint64_t now = system_time_ns(), deadline = now + STATE_TIMEOUT, closed_since = 0;
+    char err[8];
     long st;
 
     for (;;) {
         st = read_int(bf, true, "state");
-        if ((st >= lo && st <= hi) || system_time_ns() > deadline)
+        now = system_time_ns();
+        if ((st >= lo && st <= hi) || now > deadline)
             return st;
         if (st < 0 && lo >= XenbusStateClosing)
             return st;                      /* the back end is gone */
-        if (st >= XenbusStateClosing && lo < XenbusStateClosing)
-            return st;                      /* it refused us */
+        if (st >= XenbusStateClosing && lo < XenbusStateClosing) {
+            /* Waiting for InitWait, a closed back end has not yet seen
+             * our Initialising (after a close): wait for it.  Later, it
+             * refused us (an error node says why) or went away. */
+            if (lo > XenbusStateInitWait &&
+                read_key(bf, true, "error", err, sizeof(err)) >= 0)
+                return st;
+            if (!closed_since)
+                closed_since = now;
+            else if (lo > XenbusStateInitWait && now - closed_since > 200 * 1000000ULL)
+                return st;
+        } else {
+            closed_since = 0;
+        }
         sleep_ms(2);
     }
 }

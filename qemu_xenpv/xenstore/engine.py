@@ -288,6 +288,9 @@ class XenStore(_Dom0Api):
         self._next_conn_id = 1
         self._depth = 0
         self._flushing = False
+        # where Python watch callbacks run: None = at once, else
+        # schedule(func, *args) (xenstored: on the event loop thread)
+        self.schedule: Optional[Callable[..., None]] = None
         self._deferred: "collections.deque" = collections.deque()
         self._kicks: Dict[int, Connection] = {}
         self._post_reply: List[Tuple[Connection, str, str]] = []
@@ -973,7 +976,10 @@ class XenStore(_Dom0Api):
             while self._deferred or self._kicks:
                 if self._deferred:
                     callback, path, token = self._deferred.popleft()
-                    self._safe_call(callback, path, token)
+                    if self.schedule is not None:
+                        self.schedule(self._safe_call, callback, path, token)
+                    else:
+                        self._safe_call(callback, path, token)
                     continue
                 _conn_id, conn = self._kicks.popitem()
                 if conn.on_output is not None and not conn.closed:

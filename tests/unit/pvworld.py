@@ -41,6 +41,9 @@ class FakeHV:
         # dom0 event consumers: run at once (the tests have no event loop)
         fn(*args)
 
+    def on_loop_thread(self):
+        return True                     # the test thread plays the event loop
+
     def dmesg(self, line):
         self.lines.append(line)
 
