@@ -233,7 +233,7 @@ class Domain:
                 if not self.machine.alive():
                     raise self.machine.failure() from None
                 raise
-            self.hv.loop.create_task(self._watch_process())
+            self._watch_task = self.hv.loop.create_task(self._watch_process())
         except XenPVError:
             self._deferred_end = None
             await self._teardown()
@@ -455,6 +455,9 @@ class Domain:
 
     async def _teardown(self) -> None:
         self.state = DEAD if self.state != DYING or self.end_reason else DEAD
+        task = getattr(self, "_watch_task", None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
         for v in self.vcpus:
             v.stop()
         if self.machine is not None:

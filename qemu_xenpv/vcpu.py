@@ -93,8 +93,10 @@ class VCPU:
                 return -1
             if args is None:
                 return 0
-            while hv.loop_waiting and not self.stopping:
-                time.sleep(0.00005)         # the loop thread waits for the lock
+            for _ in range(40):             # the loop thread waits for the lock:
+                if not hv.loop_waiting:     # let it in (for at most ~2 ms)
+                    break
+                time.sleep(0.00005)
             with lock:
                 if self.stopping:
                     return -1
