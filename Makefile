@@ -30,6 +30,7 @@ test: setup all
 
 bench: setup all
 	$(PY) -m qemu_xenpv.bench
+	$(PY) -m qemu_xenpv.hvm.bench
 
 # regenerate the references made from the code (docs/abi-matrix.md,
 # docs/configuration.md, docs/cli.md); a unit test checks the ABI matrix
