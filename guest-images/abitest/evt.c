@@ -397,6 +397,47 @@ static void check_timers(void)
         check_why("sched-block-timer");
     }
 
+    /* SCHEDOP_block inside a multicall: the vCPU sleeps there, and the
+     * entry after it runs once the vCPU is woken (Xen preempts the
+     * multicall and continues it).  Any event may wake it: block until
+     * the timer's, as above. */
+    {
+        unsigned long before = timer_events();
+        static struct multicall_entry mc[2];
+        long version = hypercall_xen_version(XENVER_version, NULL);
+        uint64_t giveup, woke;
+        unsigned int rounds = 0;
+
+        deadline = system_time_ns() + 10 * NSEC_PER_MSEC;
+        giveup = deadline + 1000 * NSEC_PER_MSEC;
+        hypercall_set_timer_op(deadline);
+        while (timer_events() == before && system_time_ns() < giveup) {
+            mc[0] = (struct multicall_entry){ .op = __HYPERVISOR_sched_op, .result = 0x5a5a5a5a,
+                                              .args = { SCHEDOP_block, 0 } };
+            mc[1] = (struct multicall_entry){ .op = __HYPERVISOR_xen_version,
+                                              .result = 0x5a5a5a5a, .args = { XENVER_version } };
+            local_irq_disable();
+            if (timer_events() != before)
+                break;
+            long rc = hypercall_multicall(mc, 2);
+            rounds++;
+            if (irqs_disabled())
+                why("multicall(SCHEDOP_block) returned with events masked");
+            local_irq_enable();
+            if (rc != 0 || mc[0].result != 0 || mc[1].result != version)
+                why("multicall(block, xen_version) = %ld: results %d, %#x (xen_version %#lx)",
+                    rc, mc[0].result, mc[1].result, version);
+        }
+        woke = system_time_ns();
+        local_irq_enable();
+        if (!rounds || timer_events() == before)
+            why("multicall(SCHEDOP_block): %u rounds, no timer event in 1 s", rounds);
+        else if (woke < deadline)
+            why("multicall(SCHEDOP_block): woke %llu us before the timer's deadline",
+                (unsigned long long)(deadline - woke) / 1000);
+        check_why("sched-block-multicall");
+    }
+
     /* Back to Xen's default 10 ms tick. */
     per.period_ns = 10 * NSEC_PER_MSEC;
     hypercall_vcpu_op(VCPUOP_set_periodic_timer, 0, &per);

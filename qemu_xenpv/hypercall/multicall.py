@@ -40,9 +40,16 @@ def multicall(call, call_list, nr_calls):
         call.write_u32(va + 4, res)
         if call.dom.tracer is not None:
             call.dom.tracer.record(sub, fam, res)
-        if sub.action & K.ACT_RETRY:
-            # the entry sleeps (SCHEDOP_poll) and is asked again: continue
-            # the multicall from it, as Xen's hypercall continuation does
+        if sub.action & K.ACT_BLOCK and i + 1 < nr_calls and not sub.action & K.ACT_HALT:
+            # SCHEDOP_block before the last entry: Xen preempts the multicall
+            # there and runs the rest once the vCPU is woken.  Sleep and ask
+            # again from the block entry, which answers at once when an
+            # event is pending (and sleeps again when not).
+            call.action = (call.action & ~K.ACT_BLOCK) | K.ACT_RETRY
+        if call.action & K.ACT_RETRY:
+            # the entry sleeps (SCHEDOP_poll, block) and is asked again:
+            # continue the multicall from it, as Xen's hypercall
+            # continuation does
             r = call.regs
             r["ebx"], r["ecx"] = va, nr_calls - i
             return 0

@@ -286,6 +286,52 @@ def test_multicall_iret_ends_it(dv):
     assert abi.multicall_entry.unpack(dom.fake_mem, 32)["result"] == 0xAAAAAAAA
 
 
+def test_multicall_block_sleeps_then_runs_the_rest(dv):
+    """SCHEDOP_block before the last entry: Xen preempts the multicall and
+    runs the rest after the wake-up.  We sleep (RETRY) with the multicall
+    continued from the block entry; asked again with an event pending, the
+    block returns and the entries after it run."""
+    from qemu_xenpv.shim import K
+    dom, vcpu = dv
+    nr = abi.HYPERCALL_NR
+    entries = [(nr["xen_version"], [abi.XENVER_version]),
+               (nr["sched_op"], [abi.SCHEDOP_block, 0]),
+               (nr["xen_version"], [abi.XENVER_pagesize])]
+    for i, (op, args) in enumerate(entries):
+        dom.fake_mem[i * 32:(i + 1) * 32] = abi.multicall_entry.pack(
+            {"op": op, "result": 0xAAAAAAAA, "args": args})
+    vinfo = bytearray(64)
+    vinfo[abi.VI_UPCALL_MASK] = 1
+    dom.ram = SimpleNamespace(w8=lambda a, v: vinfo.__setitem__(a, v), r8=lambda a: vinfo[a],
+                              fence=lambda: None)
+    vcpu.vcpu_info_pa = 0
+    vcpu.mbox = SimpleNamespace(set64=lambda k, v: None)
+
+    def run(ebx, ecx):
+        regs = dict.fromkeys(("ebx", "ecx", "edx", "esi", "edi", "ebp", "eax"), 0)
+        regs.update(eax=nr["multicall"], ebx=ebx, ecx=ecx)
+        c = Call(vcpu, regs)
+        assert dispatch(c) == 0
+        return c, regs
+
+    def result(i):
+        return abi.multicall_entry.unpack(dom.fake_mem, i * 32)["result"]
+
+    c, regs = run(MEM_BASE, 3)                      # nothing pending: sleep
+    assert c.action & K.ACT_RETRY and not c.action & K.ACT_BLOCK
+    assert (regs["ebx"], regs["ecx"]) == (MEM_BASE + 32, 2)
+    assert result(0) == (4 << 16) | 17 and result(2) == 0xAAAAAAAA
+    assert vinfo[abi.VI_UPCALL_MASK] == 0           # block enabled event delivery
+    vinfo[abi.VI_UPCALL_PENDING] = 1                # an event: the shim asks again
+    c, regs = run(regs["ebx"], regs["ecx"])
+    assert not c.action & (K.ACT_RETRY | K.ACT_BLOCK)
+    assert result(1) == 0 and result(2) == 4096
+    # a block as the last entry is the ordinary block
+    vinfo[abi.VI_UPCALL_PENDING] = 0
+    c, regs = run(MEM_BASE + 32, 1)
+    assert c.action & K.ACT_BLOCK and not c.action & K.ACT_RETRY
+
+
 def test_multicall_bad_list_is_efault(dv):
     dom, vcpu = dv
     assert dispatch(call(vcpu, abi.HYPERCALL_NR["multicall"], 0x100, 2)) == -EFAULT
