@@ -15,19 +15,25 @@ import array
 import os
 import socket
 import struct
+from typing import Optional
 
 GUEST_ID = 1        # the peer id QEMU's device gets
 PYTHON_ID = 0       # the peer id Python plays
 
 
 class IvshmemServer:
-    def __init__(self, vectors: int = 1, shm_size: int = 4096):
+    """``vectors``: the device's MSI-X vectors, each one Python can raise
+    (kick); ``doorbells``: how many of them the guest can ring back to
+    Python (default: as many)."""
+
+    def __init__(self, vectors: int = 1, shm_size: int = 4096, doorbells: Optional[int] = None):
         self.vectors = vectors
         self.ours, self.theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.shm_fd = os.memfd_create("qemu-xenpv-ivshmem", os.MFD_CLOEXEC)
         os.ftruncate(self.shm_fd, shm_size)
         # guest -> us (doorbells) and us -> guest (kicks), one per vector
-        self.doorbell_fds = [os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC) for _ in range(vectors)]
+        self.doorbell_fds = [os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+                             for _ in range(vectors if doorbells is None else doorbells)]
         self.kick_fds = [os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC) for _ in range(vectors)]
         self._send(0)                                    # protocol version
         self._send(GUEST_ID)                             # the client's own id

@@ -163,10 +163,10 @@ def hvm_rows():
     for nr in sorted(abi.HYPERCALLS):
         name = abi.HYPERCALLS[nr]
         if nr in pv.HVM_HYPERCALLS:
-            own = pv.HVM_HYPERCALLS[nr]
+            own, nargs = pv.HVM_HYPERCALLS[nr]
             handled = [sname for sub, sname in sorted(names.get(nr, {}).items())
-                       if probe(lambda call, *a: own(stub_pv, call, *a), (sub, PTR))[0]
-                       != MISSING]
+                       if probe(lambda call, *a: own(stub_pv, call, *a),
+                                (sub, PTR, 1)[:nargs])[0] != MISSING]
             rows.append((nr, name, "its own HVM handler" +
                          (f": {', '.join(handled)}" if handled else "")))
         elif nr in pv.REUSED:

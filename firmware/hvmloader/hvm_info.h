@@ -73,6 +73,14 @@
 #define HVM_GPE0_BASE           0xafe0u     /* fixed in QEMU's PIIX4 PM   */
 #define HVM_SCI_IRQ             9
 
+/* The PV callback device: an ivshmem-doorbell (1af4:1110) whose MSI-X
+ * entry i the loader points at vector HVM_CB_VECTOR_BASE + i on APIC 0,
+ * so Python can raise any vector a guest picks for HVM_PARAM_CALLBACK_IRQ */
+#define HVM_CB_VENDOR           0x1af4u
+#define HVM_CB_DEVICE           0x1110u
+#define HVM_CB_VECTOR_BASE      0x20
+#define HVM_CB_VECTORS          224         /* vectors 0x20-0xff        */
+
 /* offsets in struct hvm_boot_info (for the DSDT and Python)             */
 #define HVM_BI_NR_VCPUS_OFF     40
 

@@ -88,6 +88,38 @@ static void assign_bars(int dev, int fn)
     pci_write16(0, dev, fn, 0x04, cmd);
 }
 
+/* The PV callback device: MSI-X entry i -> vector HVM_CB_VECTOR_BASE + i,
+ * fixed delivery to APIC id 0, unmasked; MSI-X on.  (An OS that takes the
+ * device over may turn MSI-X off again: then vector callbacks stop.) */
+static void callback_device_msix(int dev, int fn)
+{
+    uint8_t cap = pci_read8(0, dev, fn, 0x34) & 0xfc;
+    for (int n = 0; cap && n < 48; n++, cap = pci_read8(0, dev, fn, cap + 1) & 0xfc) {
+        if (pci_read8(0, dev, fn, cap) != 0x11)
+            continue;
+        uint16_t ctrl = pci_read16(0, dev, fn, cap + 2);
+        uint32_t tbl = pci_read32(0, dev, fn, cap + 4);
+        uint32_t bar = pci_read32(0, dev, fn, 0x10 + 4 * (tbl & 7)) & ~15u;
+        volatile uint32_t *e = (volatile uint32_t *)(bar + (tbl & ~7u));
+        unsigned int size = (ctrl & 0x7ff) + 1;
+        if (!bar || size < HVM_CB_VECTORS) {
+            printf("hvmloader: callback device %x.%x: no usable MSI-X table\n", dev, fn);
+            return;
+        }
+        /* memory space, and bus master: QEMU drops the MSI writes of a
+         * device that is not a bus master */
+        pci_write16(0, dev, fn, 0x04, pci_read16(0, dev, fn, 0x04) | 6);
+        for (unsigned int i = 0; i < HVM_CB_VECTORS; i++, e += 4) {
+            e[0] = 0xfee00000u;                     /* APIC id 0, physical */
+            e[1] = 0;
+            e[2] = HVM_CB_VECTOR_BASE + i;          /* fixed, edge         */
+            e[3] = 0;                               /* unmasked            */
+        }
+        pci_write16(0, dev, fn, cap + 2, (ctrl | 0x8000) & ~0x4000);
+        return;
+    }
+}
+
 void pci_setup(uint32_t low_mem_end)
 {
     if (mem_next < low_mem_end)
@@ -118,6 +150,8 @@ void pci_setup(uint32_t low_mem_end)
             if (dev == PIIX3_DEV && fn == 3)          /* PM: done above   */
                 goto irq;
             assign_bars(dev, fn);
+            if (id == (HVM_CB_DEVICE << 16 | HVM_CB_VENDOR))
+                callback_device_msix(dev, fn);
 irq:
             {
                 uint8_t pin = pci_read8(0, dev, fn, 0x3d);

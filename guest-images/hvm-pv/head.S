@@ -27,6 +27,14 @@ callback_entry:
         popal
         iret
 
+        .globl vector_entry
+vector_entry:
+        pushal
+        cld
+        call    vector_handler
+        popal
+        iret
+
         .bss
         .balign 16
         .skip 16384

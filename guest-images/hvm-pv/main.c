@@ -5,16 +5,50 @@
  * passes is a guest-virtual address Python must translate), then:
  * xen_version, console_io, HVMOP_get_param, XENMEM_add_to_physmap
  * (shared_info), the GSI callback (COM2's interrupt through the IO-APIC),
- * the PV console ring, a XenStore read, and SCHEDOP_shutdown.
+ * the PV console ring, XenStore reads, a grant table and a disk through
+ * blkfront (blk.c), and SCHEDOP_shutdown.
  */
 #include <stdarg.h>
 #include <stdint.h>
 
-#define ALIAS           0xc0000000u
-#define V(p)            ((uint32_t)(p) + ALIAS)         /* our alias of a pointer */
+#include "hvmpv.h"
+
+/* what the compiler may call in a freestanding build */
+size_t strlen(const char *s)
+{
+    size_t n = 0;
+    while (s[n])
+        n++;
+    return n;
+}
+
+int memcmp(const void *a, const void *b, size_t n)
+{
+    const uint8_t *x = a, *y = b;
+    for (size_t i = 0; i < n; i++)
+        if (x[i] != y[i])
+            return x[i] - y[i];
+    return 0;
+}
+
+void *memcpy(void *d, const void *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        ((uint8_t *)d)[i] = ((const uint8_t *)s)[i];
+    return d;
+}
+
+void *memset(void *d, int c, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        ((uint8_t *)d)[i] = (uint8_t)c;
+    return d;
+}
+
 #define LAPIC           0xfee00000u
 #define IOAPIC          0xfec00000u
-#define CB_VECTOR       0x40
+#define CB_VECTOR       0x40                /* the IO-APIC routes GSI 3 here */
+#define PV_VECTOR       0xf3                /* the vector callback (Linux's choice) */
 
 static inline void outb(uint16_t p, uint8_t v) { __asm__ volatile("outb %0, %1" :: "a"(v), "Nd"(p)); }
 static inline uint8_t inb(uint16_t p) { uint8_t v; __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(p)); return v; }
@@ -29,7 +63,7 @@ static void putc(char c)
     outb(0x3f8, (uint8_t)c);
 }
 
-static void print(const char *f, ...)
+void print(const char *f, ...)
 {
     va_list ap;
     va_start(ap, f);
@@ -55,7 +89,7 @@ static void print(const char *f, ...)
 }
 
 static int failures;
-static void check(int ok, const char *what)
+void check(int ok, const char *what)
 {
     if (!ok) {
         failures++;
@@ -66,7 +100,7 @@ static void check(int ok, const char *what)
 /* ---- hypercalls through the page ---- */
 static uint32_t hypercall_va;
 
-static long hcall(unsigned nr, uint32_t a1, uint32_t a2, uint32_t a3)
+long hcall(unsigned int nr, uint32_t a1, uint32_t a2, uint32_t a3)
 {
     long ret;
     uint32_t fn = hypercall_va + nr * 32;
@@ -99,14 +133,13 @@ static void paging_on(void)
 
 /* ---- events ---- */
 static uint8_t shinfo[4096] __attribute__((aligned(4096)));
-static volatile uint32_t callbacks;
+volatile uint32_t callbacks;
 static volatile uint32_t pending_seen[32];
 
-void callback_handler(void)
+static void drain_events(void)
 {
     volatile uint8_t *vi = shinfo;                  /* vcpu_info[0] */
     volatile uint32_t *pend = (uint32_t *)(shinfo + 2048);
-    inb(0x2f8);                                     /* acknowledge COM2's line */
     vi[0] = 0;                                      /* evtchn_upcall_pending */
     uint32_t sel = __atomic_exchange_n((uint32_t *)(shinfo + 4), 0, __ATOMIC_SEQ_CST);
     while (sel) {
@@ -119,13 +152,34 @@ void callback_handler(void)
     *(volatile uint32_t *)(LAPIC + 0xb0) = 0;       /* EOI */
 }
 
-extern char callback_entry[];
+/* HVM_PARAM_CALLBACK_IRQ, GSI type: COM2's line through the IO-APIC */
+void callback_handler(void)
+{
+    inb(0x2f8);                                     /* acknowledge COM2's line */
+    drain_events();
+}
+
+/* ... vector type: the vector itself, no line to acknowledge */
+static volatile uint32_t vector_callbacks;
+void vector_handler(void)
+{
+    vector_callbacks++;
+    drain_events();
+}
+
+extern char callback_entry[], vector_entry[];
 static uint64_t idt[256] __attribute__((aligned(8)));
+
+static void set_gate(int vec, void *handler)
+{
+    uint32_t h = (uint32_t)handler;
+    idt[vec] = (h & 0xffff) | (0x10ull << 16) | (0x8eull << 40) | ((uint64_t)(h >> 16) << 48);
+}
 
 static void interrupts_on(void)
 {
-    uint32_t h = (uint32_t)callback_entry;
-    idt[CB_VECTOR] = (h & 0xffff) | (0x10ull << 16) | (0x8eull << 40) | ((uint64_t)(h >> 16) << 48);
+    set_gate(CB_VECTOR, callback_entry);
+    set_gate(PV_VECTOR, vector_entry);
     struct { uint16_t lim; uint32_t base; } __attribute__((packed)) d = { sizeof(idt) - 1, (uint32_t)idt };
     __asm__ volatile("lidt %0" :: "m"(d));
     outb(0x21, 0xff);                               /* PICs off: the IO-APIC delivers */
@@ -143,7 +197,7 @@ static void interrupts_on(void)
     __asm__ volatile("sti");
 }
 
-static int wait_for(volatile uint32_t *what, uint32_t old)
+int wait_for(volatile uint32_t *what, uint32_t old)
 {
     for (uint32_t i = 0; i < 20000000 && *what == old; i++)
         __asm__ volatile("pause");
@@ -164,46 +218,58 @@ static void console_write(uint8_t *ring, const char *s)
     *prod = p;
 }
 
-static int xs_read(uint8_t *ring, uint32_t port, const char *path, char *out, uint32_t outlen)
+static uint32_t store_port, xs_req_id;
+static struct xenstore_domain_interface *store;
+
+static void xs_put(uint32_t *p, const void *data, uint32_t n)
 {
-    volatile uint32_t *req_prod = (uint32_t *)(ring + 2052), *rsp_cons = (uint32_t *)(ring + 2056);
-    volatile uint32_t *rsp_prod = (uint32_t *)(ring + 2060);
-    uint32_t len = 0;
-    while (path[len])
-        len++;
-    uint32_t hdr[4] = { 2 /* XS_READ */, 7, 0, len + 1 };
-    uint32_t p = *req_prod;
-    for (uint32_t i = 0; i < 16; i++)
-        ring[(p++) & 1023] = ((uint8_t *)hdr)[i];
-    for (uint32_t i = 0; i <= len; i++)
-        ring[(p++) & 1023] = (uint8_t)path[i];
+    for (uint32_t i = 0; i < n; i++)
+        store->req[(*p)++ & (XENSTORE_RING_SIZE - 1)] = ((const char *)data)[i];
+}
+
+int xs_request(uint32_t type, const char *path, const char *value, char *out, uint32_t outlen)
+{
+    volatile struct xenstore_domain_interface *r = store;
+    uint32_t plen = strlen(path) + 1, vlen = value ? strlen(value) : 0;
+    struct xsd_sockmsg hdr = { type, ++xs_req_id, 0, plen + vlen };
+    uint32_t p = r->req_prod;
+    if (sizeof(hdr) + hdr.len > XENSTORE_RING_SIZE - (p - r->req_cons))
+        return -1;
+    xs_put(&p, &hdr, sizeof(hdr));
+    xs_put(&p, path, plen);
+    xs_put(&p, value, vlen);
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    *req_prod = p;
+    r->req_prod = p;
+    struct evtchn_send send = { store_port };
     uint32_t cb = callbacks;
-    uint32_t evtchn_send[1] = { port };
-    hcall(32, 4, V(evtchn_send), 0);               /* EVTCHNOP_send */
-    wait_for(&callbacks, cb);
-    for (uint32_t i = 0; i < 20000000 && *rsp_prod - *rsp_cons < 16; i++)
+    hcall(HC_event_channel_op, EVTCHNOP_send, V(&send), 0);
+    wait_for(&callbacks, cb);                       /* xenstored's answer is signalled */
+    for (uint32_t i = 0; i < 50000000 && r->rsp_prod - r->rsp_cons < sizeof(hdr); i++)
         __asm__ volatile("pause");
-    uint32_t c = *rsp_cons, rh[4];
-    if (*rsp_prod - c < 16)
+    uint32_t c = r->rsp_cons;
+    struct xsd_sockmsg rh;
+    if (r->rsp_prod - c < sizeof(hdr))
         return -1;
-    for (uint32_t i = 0; i < 16; i++)
-        ((uint8_t *)rh)[i] = ring[1024 + ((c + i) & 1023)];
-    if (rh[0] != 2 || rh[1] != 7 || rh[3] >= outlen)
+    for (uint32_t i = 0; i < sizeof(rh); i++)
+        ((char *)&rh)[i] = r->rsp[(c + i) & (XENSTORE_RING_SIZE - 1)];
+    for (uint32_t i = 0; i < 50000000 && r->rsp_prod - c < sizeof(rh) + rh.len; i++)
+        __asm__ volatile("pause");
+    if (r->rsp_prod - c < sizeof(rh) + rh.len || rh.req_id != xs_req_id)
         return -1;
-    for (uint32_t i = 0; i < rh[3]; i++)
-        out[i] = (char)ring[1024 + ((c + 16 + i) & 1023)];
-    out[rh[3]] = 0;
-    *rsp_cons = c + 16 + rh[3];
-    return 0;
+    int ok = rh.type == type && rh.len < outlen;
+    for (uint32_t i = 0; ok && i < rh.len; i++)
+        out[i] = r->rsp[(c + sizeof(rh) + i) & (XENSTORE_RING_SIZE - 1)];
+    if (ok)
+        out[rh.len] = 0;
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    r->rsp_cons = c + sizeof(rh) + rh.len;
+    return ok ? (int)rh.len : -1;
 }
 
 static uint64_t get_param(uint32_t index)
 {
-    struct { uint16_t domid, pad; uint32_t index; uint64_t value; } __attribute__((packed)) p =
-        { 0x7ff0, 0, index, 0 };
-    long rc = hcall(34, 1 /* HVMOP_get_param */, V(&p), 0);
+    struct xen_hvm_param p = { DOMID_SELF, 0, index, 0 };
+    long rc = hcall(HC_hvm_op, 1 /* HVMOP_get_param */, V(&p), 0);
     check(rc == 0, "HVMOP_get_param");
     return p.value;
 }
@@ -226,59 +292,69 @@ void guest_main(void)
     paging_on();
     print("hvm-pv: paging on (PSE), pointers passed through the alias at %x\n", ALIAS);
 
-    long v = hcall(17, 0, 0, 0);                    /* XENVER_version */
+    long v = hcall(HC_xen_version, 0, 0, 0);        /* XENVER_version */
     static char extra[16];
-    check(hcall(17, 1, V(extra), 0) == 0, "XENVER_extraversion");
+    check(hcall(HC_xen_version, 1, V(extra), 0) == 0, "XENVER_extraversion");
     print("hvm-pv: Xen %u.%u%s\n", (uint32_t)v >> 16, (uint32_t)v & 0xffff, extra);
     check((uint32_t)v == pi->xen_version, "xen_version matches the table");
 
     static const char hello[] = "hvm-pv: hello through console_io\n";
-    check(hcall(18, 0, sizeof(hello) - 1, V(hello)) == 0, "console_io");
+    check(hcall(HC_console_io, 0, sizeof(hello) - 1, V(hello)) == 0, "console_io");
 
-    uint32_t store_pfn = (uint32_t)get_param(1), store_port = (uint32_t)get_param(2);
-    uint32_t cons_pfn = (uint32_t)get_param(17), cons_port = (uint32_t)get_param(18);
+    uint32_t store_pfn = (uint32_t)get_param(1), cons_pfn = (uint32_t)get_param(17);
+    uint32_t cons_port = (uint32_t)get_param(18);
+    store_port = (uint32_t)get_param(2);
+    store = (struct xenstore_domain_interface *)(store_pfn << 12);
     print("hvm-pv: store pfn %x port %u, console pfn %x port %u\n", store_pfn, store_port,
           cons_pfn, cons_port);
     check(store_pfn && cons_pfn && store_port && cons_port, "HVM params");
 
-    struct { uint16_t domid, size; uint32_t space, idx, gpfn; } xatp =
-        { 0x7ff0, 0, 0 /* shared_info */, 0, (uint32_t)shinfo >> 12 };
-    check(hcall(12, 7, V(&xatp), 0) == 0, "XENMEM_add_to_physmap(shared_info)");
+    struct xen_add_to_physmap xatp =
+        { DOMID_SELF, 0, XENMAPSPACE_shared_info, 0, (uint32_t)shinfo >> 12 };
+    check(hcall(HC_memory_op, XENMEM_add_to_physmap, V(&xatp), 0) == 0,
+          "XENMEM_add_to_physmap(shared_info)");
     uint32_t wc_sec = *(volatile uint32_t *)(shinfo + 2308);
     print("hvm-pv: shared_info at %x, wallclock %u s\n", (uint32_t)shinfo, wc_sec);
     check(wc_sec > 1600000000u, "shared_info wallclock");
 
     /* a pointer Python must refuse: our hypercall area's own code */
-    static char junk[4];
-    (void)junk;
-    check(hcall(18, 0, 16, pi->hypercall) == -14, "console_io from the hypercall area: -EFAULT");
-    check(hcall(34, 1, 0x7ffff000u, 0) == -14, "an unmapped pointer: -EFAULT");
+    check(hcall(HC_console_io, 0, 16, pi->hypercall) == -14,
+          "console_io from the hypercall area: -EFAULT");
+    check(hcall(HC_hvm_op, 1, 0x7ffff000u, 0) == -14, "an unmapped pointer: -EFAULT");
 
-    struct { uint16_t domid, pad; uint32_t index; uint64_t value; } __attribute__((packed)) cb =
-        { 0x7ff0, 0, 0, 3 };                        /* CALLBACK_IRQ: GSI 3 */
+    struct xen_hvm_param cb = { DOMID_SELF, 0, 0, 3 };      /* CALLBACK_IRQ: GSI 3 */
     interrupts_on();
     shinfo[1] = 0;                                  /* vcpu_info[0].evtchn_upcall_mask */
-    check(hcall(34, 0, V(&cb), 0) == 0, "HVMOP_set_param(CALLBACK_IRQ, GSI 3)");
+    check(hcall(HC_hvm_op, 0, V(&cb), 0) == 0, "HVMOP_set_param(CALLBACK_IRQ, GSI 3)");
 
     console_write((uint8_t *)(cons_pfn << 12), "hvm-pv: hello through the PV console ring\n");
     uint32_t before = callbacks;
-    uint32_t send[1] = { cons_port };
-    check(hcall(32, 4, V(send), 0) == 0, "EVTCHNOP_send (console)");
+    struct evtchn_send send = { cons_port };
+    check(hcall(HC_event_channel_op, EVTCHNOP_send, V(&send), 0) == 0, "EVTCHNOP_send (console)");
     check(wait_for(&callbacks, before), "a callback after the console kick");
 
     static char val[64];
-    check(xs_read((uint8_t *)(store_pfn << 12), store_port, "domid", val, sizeof(val)) == 0,
-          "XenStore read domid");
+    check(xs_request(XS_READ, "domid", 0, val, sizeof(val)) > 0, "XenStore read domid");
     print("hvm-pv: xenstore domid = %s\n", val);
-    check(xs_read((uint8_t *)(store_pfn << 12), store_port, "name", val, sizeof(val)) == 0,
-          "XenStore read name");
+    check(xs_request(XS_READ, "name", 0, val, sizeof(val)) > 0, "XenStore read name");
     print("hvm-pv: xenstore name = %s\n", val);
     print("hvm-pv: %u callback interrupt(s)\n", callbacks);
     check(callbacks >= 2, "callbacks for the rings");
 
+    /* from now on the vector type: an MSI-X message with our vector */
+    struct xen_hvm_param vcb = { DOMID_SELF, 0, 0, 2ull << 56 | 0x10 };
+    check(hcall(HC_hvm_op, 0, V(&vcb), 0) == -22, "CALLBACK_IRQ vector 0x10: -EINVAL");
+    vcb.value = 2ull << 56 | PV_VECTOR;
+    check(hcall(HC_hvm_op, 0, V(&vcb), 0) == 0, "HVMOP_set_param(CALLBACK_IRQ, vector)");
+    check(xs_request(XS_READ, "domid", 0, val, sizeof(val)) > 0, "XenStore read (vector)");
+    print("hvm-pv: vector callback %x: %u interrupt(s)\n", PV_VECTOR, vector_callbacks);
+    check(vector_callbacks >= 1, "a vector callback for the XenStore answer");
+
+    blk_test();
+
     print(failures ? "Test result: FAILURE\n" : "Test result: SUCCESS\n");
     uint32_t reason[1] = { 0 };                     /* SHUTDOWN_poweroff */
-    hcall(29, 2, V(reason), 0);
+    hcall(HC_sched_op, 2, V(reason), 0);
     print("hvm-pv: SCHEDOP_shutdown returned\n");
     for (;;)
         __asm__ volatile("hlt");

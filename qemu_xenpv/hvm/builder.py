@@ -189,7 +189,7 @@ def hypercall_area_image() -> bytes:
 
 
 def _pv_area(cfg, ram, b: HVMBuild) -> None:
-    """The top 32 KiB of RAM: the hypercall stubs and their mailboxes, the
+    """The top 48 KiB of RAM: the hypercall stubs and their mailboxes, the
     shared_info page (until the guest moves it with add_to_physmap), the
     XenStore and console rings; and the table a guest finds them by."""
     from .pv import XEN_VERSION

@@ -144,6 +144,16 @@ def hvm_from_values(values: Dict[str, Any], path: str, base: str,
         if not guest_kernel:
             raise ConfigError(f"{path}: a ramdisk needs a guest kernel to go with it")
         cfg.ramdisk = _resolve(str(values["ramdisk"]), base)
+    if values.get("disk") is not None:
+        from qemu_xenpv.devices.storage import parse_disk_list
+        cfg.disks = parse_disk_list(values["disk"], path, base)
+    if values.get("vif") is not None:
+        from qemu_xenpv.devices.netback import parse_vifs
+        cfg.vifs = parse_vifs(values["vif"], path, base, cfg.warnings)
+    if cfg.disks or cfg.vifs:
+        cfg.warnings.append("disk/vif of an HVM domain are PV devices only (blkback/netback, "
+                            "no emulated disk or NIC): only guests with PV drivers that use "
+                            "the XenPVHVM table see them (docs/hvm.md)")
     for key in ("on_poweroff", "on_reboot", "on_crash"):
         if key in values:
             v = values[key]

@@ -65,6 +65,8 @@ class HVMDomain:
         self.boot_t0 = 0.0
         self.vcpus = []                     # HVMVcpu: what event channels see
         self.pv = None                      # PV drivers for HVM guests (pv.py)
+        self.gnttab = None                  # their grant table (pv.setup_grant_table)
+        self.devices = None                 # PV back ends (devices/xenbus.py DeviceSet)
         self.shared_info_pa = 0
         self.store_evtchn = self.console_evtchn = 0
         from ..hypercall import Tracer
@@ -188,6 +190,9 @@ class HVMDomain:
                 self._xenstore = xs
                 with self.hv.lock:
                     xs.store.write(f"/libxl/{self.domid}/type", "hvm")
+                from qemu_xenpv.devices.xenbus import DeviceSet
+                self.devices = DeviceSet(self)
+                self.devices.create_configured()    # disks, vifs: PV back ends
             phase = "qmp"
             try:
                 await self.machine.connect_qmp()
@@ -323,12 +328,15 @@ class HVMDomain:
             self.console.disconnect()
         if self.pv is not None:
             self.pv.stop()
-        self._release_plumbing()
         if self.machine is not None:
             try:
                 await self.machine.close()
             except Exception:
                 self.machine.cleanup()
+        if self.devices is not None:            # back ends finish, images closed
+            devices, self.devices = self.devices, None
+            await devices.shutdown()
+        self._release_plumbing()
         if self.ram is not None:
             self.ram.close()
             self.ram = None

@@ -46,7 +46,7 @@ STATUS_NONE, STATUS_STARTED, STATUS_ACPI_DONE, STATUS_GUEST, STATUS_FAILED = 0, 
 
 # The PV area at the top of RAM (E820-reserved): what PV drivers in an HVM
 # guest use (qemu_xenpv/hvm/pv.py, firmware/hvmloader/hypercall_page.S).
-PV_AREA_SIZE = 0x8000
+PV_AREA_SIZE = 0xC000
 PV_HYPERCALL_PAGE = 0               # page index in the area: the stubs
 PV_COMMON_PAGE = 1                  # their common code
 PV_MBOX_PAGE = 2                    # 2 pages: 128 mailboxes of 64 bytes
@@ -54,8 +54,14 @@ PV_SHARED_INFO_PAGE = 4             # shared_info until XENMEM_add_to_physmap mo
 PV_STORE_PAGE = 5                   # XenStore ring (HVM_PARAM_STORE_PFN)
 PV_CONSOLE_PAGE = 6                 # PV console ring (HVM_PARAM_CONSOLE_PFN)
 PV_SCRATCH_PAGE = 7                 # vcpu_info of vCPUs >= 32 (no events)
+PV_GRANT_PAGE = 8                   # 4 pages: grant-table frame i lives at page 8 + i
+PV_GRANT_FRAMES = 4                 # ... until XENMEM_add_to_physmap places it
 MBOX_SIZE = 64
 DOORBELL_PORT = 0x520               # isa-debugcon: the byte is the APIC id
+# the callback device (ivshmem-doorbell): MSI-X entry i raises vector
+# CB_VECTOR_BASE + i on APIC 0 (the loader programs the table)
+CB_VECTOR_BASE = 0x20
+CB_VECTORS = 224
 
 # struct hvm_pv_info, "XenPVHVM": how a guest finds the hypercall area
 PV_INFO = 0x0009FA00

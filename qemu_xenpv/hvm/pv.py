@@ -21,13 +21,18 @@ by walking the guest's page tables (2-level, PSE, PAE) from the CR3 the
 stub posted, as Xen's hvm_copy_{from,to}_guest_virt do.
 
 Events.  Event channels are the PV ones (qemu_xenpv/evtchn.py) on the
-domain's shared_info.  A callback needs an interrupt line Python can raise
-in stock QEMU; HVM_PARAM_CALLBACK_IRQ accepts the GSI type with GSI 3,
-which is COM2's receive interrupt: Python sends COM2 a byte while vCPU 0
-has an upcall pending and unmasked, and the guest acknowledges the line by
-reading COM2's receive register (port 0x2F8).  The vector and PCI INTx
-types answer -ENOSYS (an outside process cannot inject a chosen vector
-into QEMU under TCG).
+domain's shared_info.  The callback goes to vCPU 0 while its upcall is
+pending, through one of the two things an outside process can raise in
+stock QEMU: the vector type (HVM_PARAM_CALLBACK_IRQ = 2 << 56 | vector) is
+an MSI-X message of the callback device, an ivshmem-doorbell whose entry i
+hvmloader points at vector 0x20 + i on APIC 0, so Python signals the entry
+of the guest's vector; the GSI type with GSI 3 is COM2's receive interrupt:
+Python sends COM2 a byte and the guest acknowledges the line by reading
+COM2's receive register (port 0x2F8).  The PCI INTx type answers -ENOSYS.
+
+Grant tables.  Version 1 on the PV engine (qemu_xenpv/gnttab.py); frames
+start on home pages in the PV area and XENMEM_add_to_physmap moves them
+into the guest's RAM (see PVDrivers.place).
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ GUEST_SETTABLE = {HVM_PARAM_CALLBACK_IRQ}
 
 XENMEM_add_to_physmap = 7
 XENMAPSPACE_shared_info, XENMAPSPACE_grant_table = 0, 1
+SHARED_INFO, GRANT = "shared_info", "grant"
 
 HVM_FEATURES = ((1 << abi.XENFEAT_writable_page_tables) |
                 (1 << abi.XENFEAT_writable_descriptor_tables) |
@@ -164,10 +170,13 @@ class PVDrivers:
         self.db_ours, self.db_theirs = socket.socketpair()
         self.com2_ours, self.com2_theirs = socket.socketpair()
         self.com2_ours.setblocking(False)
+        from qemu_xenpv.machine.ivshmem import IvshmemServer
+        self.cb_device = IvshmemServer(vectors=layout.CB_VECTORS, doorbells=0)
         self.thread: Optional[threading.Thread] = None
         self.stopping = False
         self.pv_console = None
         self.calls = 0
+        self.placed: Dict[int, tuple] = {}  # gpfn -> (SHARED_INFO | GRANT, index)
 
     # ---- set-up (phase "pv", before QEMU starts) ----
     def setup(self) -> None:
@@ -188,19 +197,78 @@ class PVDrivers:
         dom.built.console_mfn = console_pfn
         from qemu_xenpv.devices.console import ConsoleBackend
         self.pv_console = ConsoleBackend(dom, console_pfn, dom.console_evtchn)
+        self.setup_grant_table()
+
+    def setup_grant_table(self) -> None:
+        """Grant table v1 with Xen's INITIAL_NR_GRANT_FRAMES (1), growing to
+        PV_GRANT_FRAMES.  Frame i lives on its home page in the PV area
+        until XENMEM_add_to_physmap(XENMAPSPACE_grant_table, i) places it."""
+        from ..gnttab import GrantTable
+        dom = self.dom
+        dom.gnttab = GrantTable(dom.domid, self.ram, [], max_frames=layout.PV_GRANT_FRAMES,
+                                spare=[self.home(GRANT, i) for i in range(layout.PV_GRANT_FRAMES)],
+                                owns=self.is_ram)
+        dom.gnttab.grow(1)
+
+    # ---- the special pages and where the guest sees them ----
+    # shared_info and the grant-table frames are Xen's pages; a guest puts
+    # them into its physical address space with XENMEM_add_to_physmap.  Our
+    # RAM is flat, so a page is *moved*: its contents go to the chosen gpfn,
+    # which becomes it; a special page it displaces goes back to its home in
+    # the PV area, as Xen unhooks a special page from a reused slot.  The
+    # gpfn a page leaves keeps a stale copy (on Xen it becomes a hole).
+    def home(self, kind: str, idx: int) -> int:
+        page = layout.PV_SHARED_INFO_PAGE if kind == SHARED_INFO else layout.PV_GRANT_PAGE + idx
+        return (self.area >> 12) + page
+
+    def where(self, kind: str, idx: int) -> int:
+        if kind == SHARED_INFO:
+            return self.dom.shared_info_pa >> 12
+        return self.dom.gnttab.frames[idx]
+
+    def is_ram(self, gpfn: int) -> bool:
+        """The gpfn is the guest's RAM (the e820 RAM ranges)."""
+        pa = gpfn << 12
+        return 0 <= pa and pa + 4096 <= layout.RESERVED_START or \
+            layout.KERNEL_BASE <= pa and pa + 4096 <= self.area
+
+    def place(self, kind: str, idx: int, gpfn: int) -> None:
+        cur = self.where(kind, idx)
+        if cur == gpfn:
+            return
+        other = self.placed.get(gpfn)
+        if other is not None:
+            self._move(other, self.home(*other))
+        self._move((kind, idx), gpfn)
+
+    def _move(self, key, gpfn: int) -> None:
+        kind, idx = key
+        cur = self.where(kind, idx)
+        self.ram.write(gpfn << 12, self.ram.read(cur << 12, 4096))
+        self.placed.pop(cur, None)
+        if gpfn != self.home(kind, idx):
+            self.placed[gpfn] = key
+        if kind == SHARED_INFO:
+            self.dom.shared_info_pa = gpfn << 12
+            self.dom.publish_wallclock()
+        else:
+            self.dom.gnttab.frames[idx] = gpfn
 
     def qemu_args(self):
         return ["-chardev", f"socket,id=xpvdb,fd={self.db_theirs.fileno()}",
                 "-device", f"isa-debugcon,iobase={layout.DOORBELL_PORT:#x},chardev=xpvdb",
                 "-chardev", f"socket,id=com2,fd={self.com2_theirs.fileno()}",
-                "-serial", "chardev:com2"]
+                "-serial", "chardev:com2",
+                "-chardev", f"socket,id=xpvcb,fd={self.cb_device.qemu_fd()}",
+                "-device", f"ivshmem-doorbell,chardev=xpvcb,vectors={self.cb_device.vectors}"]
 
     def pass_fds(self):
-        return [self.db_theirs.fileno(), self.com2_theirs.fileno()]
+        return [self.db_theirs.fileno(), self.com2_theirs.fileno(), self.cb_device.qemu_fd()]
 
     def after_launch(self) -> None:
         for s in (self.db_theirs, self.com2_theirs):
             s.close()
+        self.cb_device.after_launch()
         self.thread = threading.Thread(target=self._serve, daemon=True,
                                        name=f"hvm-pv-{self.dom.domid}")
         self.thread.start()
@@ -220,6 +288,7 @@ class PVDrivers:
                 s.close()
             except OSError:
                 pass
+        self.cb_device.close()
         if self.pv_console is not None:
             with self.hv.lock:
                 self.pv_console.disconnect()
@@ -287,7 +356,8 @@ class PVDrivers:
         own = HVM_HYPERCALLS.get(nr)
         try:
             if own is not None:
-                return own(self, call, *args[:2])
+                fn, nargs = own
+                return fn(self, call, *args[:nargs])
             if nr in REUSED:
                 fam = TABLE.get(nr)
                 if fam is not None:
@@ -307,17 +377,18 @@ class PVDrivers:
 
     # ---- events ----
     def raise_callback(self, vcpu: HVMVcpu) -> None:
-        """The GSI callback: asserted for vCPU 0's pending, unmasked upcall."""
+        """vCPU 0's upcall is pending: raise the callback.  As on Xen,
+        evtchn_upcall_mask is not looked at (it is not used in HVM mode)."""
         cb = self.params.get(HVM_PARAM_CALLBACK_IRQ, 0)
-        if vcpu.vid != 0 or cb != (CALLBACK_TYPE_GSI << 56 | CALLBACK_GSI):
+        if vcpu.vid != 0 or not cb or not self.ram.r8(vcpu.vcpu_info_pa + abi.VI_UPCALL_PENDING):
             return
-        ram = self.ram
-        vi = vcpu.vcpu_info_pa
-        if ram.r8(vi + abi.VI_UPCALL_PENDING) and not ram.r8(vi + abi.VI_UPCALL_MASK):
-            try:
+        try:
+            if cb >> 56 == CALLBACK_TYPE_VECTOR:
+                self.cb_device.kick((cb & 0xFF) - layout.CB_VECTOR_BASE)
+            else:
                 self.com2_ours.send(b"\x01")
-            except OSError:
-                pass
+        except (OSError, IndexError):
+            pass
 
     # ---- memory ----
     def copy(self, vcpu: HVMVcpu, va: int, n: int, data: Optional[bytes] = None):
@@ -364,27 +435,23 @@ def _memory_op(pv: PVDrivers, call, cmd, arg) -> int:
     dom = pv.dom
     if a["domid"] not in (abi.DOMID_SELF, dom.domid):
         return -EPERM
-    gpfn = a["gpfn"]
-    pa = gpfn << 12
-    if pa + 4096 > pv.area or layout.RESERVED_START >> 12 <= gpfn < layout.KERNEL_BASE >> 12:
+    gpfn, idx = a["gpfn"], a["idx"]
+    if not pv.is_ram(gpfn):
         return -EINVAL                              # not the guest's RAM
     if a["space"] == XENMAPSPACE_shared_info:
-        if a["idx"] != 0:
+        if idx != 0:
             return -EINVAL
-        if pa != dom.shared_info_pa:
-            # our RAM is flat: the page at gpfn becomes shared_info
-            ram = pv.ram
-            ram.write(pa, ram.read(dom.shared_info_pa, 4096))
-            dom.shared_info_pa = pa
-            dom.publish_wallclock()
+        pv.place(SHARED_INFO, 0, gpfn)
         return 0
     if a["space"] == XENMAPSPACE_grant_table:
-        dom.log_once("gnttab", "XENMAPSPACE_grant_table: grant tables are not offered to "
-                               "HVM guests yet: -ENOSYS")
-        return -ENOSYS
-    return -EINVAL
-
-
+        # gnttab_get_shared_frame_mfn(): grow to idx + 1 frames if allowed;
+        # a v1 table has no status frames (XENMAPIDX_grant_table_status)
+        t = dom.gnttab
+        if idx >= len(t.frames) and (idx >= t.max_frames or not t.grow(idx + 1)):
+            return -EINVAL
+        pv.place(GRANT, idx, gpfn)
+        return 0
+    return -EINVAL                                  # gmfn, gmfn_range, foreign: not here
 def _hvm_op(pv: PVDrivers, call, op, arg) -> int:
     if op not in (HVMOP_set_param, HVMOP_get_param):
         return -ENOSYS
@@ -408,18 +475,38 @@ def _hvm_op(pv: PVDrivers, call, op, arg) -> int:
         elif kind == CALLBACK_TYPE_GSI:
             if val & 0xFFFFFFFF != CALLBACK_GSI:
                 return -EINVAL                      # only COM2's line can be raised
+        elif kind == CALLBACK_TYPE_VECTOR:
+            if not layout.CB_VECTOR_BASE <= val & 0xFF or val & 0x00FFFFFFFFFFFF00:
+                return -EINVAL                      # an exception vector: cannot be raised
         else:
-            return -ENOSYS
+            return -ENOSYS                          # PCI INTx
         pv.params[idx] = val
-        pv.dom.log(f"HVM callback: {'off' if not val else f'GSI {val & 0xFFFFFFFF} (COM2)'}")
+        how = "off" if not val else f"GSI {val & 0xFFFFFFFF} (COM2)" if kind == CALLBACK_TYPE_GSI \
+            else f"vector {val & 0xFF:#x} (MSI-X)"
+        pv.dom.log(f"HVM callback: {how}")
         if val:
             pv.raise_callback(pv.dom.vcpus[0])
         return 0
     return -EPERM
 
 
-HVM_HYPERCALLS = {abi.HYPERCALL_NR["sched_op"]: _sched_op,
-                  abi.HYPERCALL_NR["memory_op"]: _memory_op,
-                  abi.HYPERCALL_NR["hvm_op"]: _hvm_op}
+# Xen's hvm_grant_table_op(): the commands an HVM guest may use
+HVM_GNTTABOPS = {nr for nr, n in abi.GNTTABOP.items()
+                 if n in ("query_size", "setup_table", "set_version", "get_version", "copy",
+                          "map_grant_ref", "unmap_grant_ref", "swap_grant_ref")}
+
+
+def _grant_table_op(pv: PVDrivers, call, cmd, uop, count) -> int:
+    if cmd not in HVM_GNTTABOPS:
+        return -ENOSYS
+    from ..hypercall import TABLE
+    return TABLE[abi.HYPERCALL_NR["grant_table_op"]].fn(call, cmd, uop, count)
+
+
+# number -> (handler, number of guest arguments)
+HVM_HYPERCALLS = {abi.HYPERCALL_NR["sched_op"]: (_sched_op, 2),
+                  abi.HYPERCALL_NR["memory_op"]: (_memory_op, 2),
+                  abi.HYPERCALL_NR["hvm_op"]: (_hvm_op, 2),
+                  abi.HYPERCALL_NR["grant_table_op"]: (_grant_table_op, 3)}
 # the PV families that work unchanged on an HVM domain
 REUSED = {abi.HYPERCALL_NR[n] for n in ("xen_version", "console_io", "event_channel_op")}

@@ -1,7 +1,8 @@
 """PV drivers in an HVM guest: the hvm-pv guest finds the XenPVHVM table,
 turns paging on, and reaches the hypercall ABI through the hypercall area
 our layer writes: xen_version, console_io, HVM params, add_to_physmap for
-shared_info, the GSI callback, the PV console ring, XenStore, shutdown."""
+shared_info and grant frames, the GSI callback, the PV console ring,
+XenStore, blkfront, shutdown."""
 
 import pytest
 
@@ -28,12 +29,16 @@ def test_pv_drivers_in_an_hvm_guest(xenpv):
     assert "hvm-pv: hello through the PV console ring" in out      # console back end
     assert "hvm-pv: xenstore domid = " in out
     assert f"hvm-pv: xenstore name = {name}" in out
+    assert "hvm-pv: grant frame 0 placed at pfn" in out
+    assert "hvm-pv: vector callback f3: " in out
+    assert "hvm-pv: no PV disk (device/vbd): blkfront not tried" in out
     assert "check failed" not in out
     assert "Test result: SUCCESS" in out
     assert "SCHEDOP_shutdown returned" not in out
     dmesg = xenpv.run("dmesg").stdout
     assert "hvm-pv: hello through console_io" in dmesg
     assert "HVM callback: GSI 3 (COM2)" in dmesg
+    assert "HVM callback: vector 0xf3 (MSI-X)" in dmesg             # then the vector type
     assert "shutdown: poweroff (SCHEDOP_shutdown)" in dmesg
     assert not qemu_pids(xenpv.tag)
 
@@ -47,3 +52,37 @@ def test_same_domain_again_after_it_ended(xenpv):
         assert r.returncode == 0 and "Test result: SUCCESS" in r.stdout, r.stderr + r.stdout
     log = (xenpv.rundir / "daemon.log").read_text()
     assert "Traceback" not in log, log
+
+
+def test_blkfront_in_an_hvm_guest(xenpv, tmp_path):
+    """A grant table placed with XENMAPSPACE_grant_table and a disk through
+    blkfront, all through the HVM hypercall path: the guest reads what we
+    put in sector 0, writes a page at sector 8 that lands in the image,
+    reads it back, and closes the device; the back end logs the connection."""
+    img = tmp_path / "hvm.img"
+    data = bytearray(1 << 20)
+    stamp = b"qemu-xenpv: sector 0 of the HVM disk"
+    data[:len(stamp)] = stamp
+    img.write_bytes(data)
+    name = xenpv.name("hvmblk")
+    r = xenpv.run("create", "-c", GUESTS / "hvm-pv.cfg", f"name={name}",
+                  f"disk=['file:{img},xvda,w']", timeout=90)
+    out = r.stdout
+    assert r.returncode == 0, r.stderr + out
+    assert "disk/vif of an HVM domain are PV devices only" in r.stderr
+    assert "hvm-pv: grant table: 1 frame(s), at most 4" in out
+    assert "hvm-pv: blkfront connected: 2048 sectors of 512 bytes" in out
+    assert f"hvm-pv: blk sector 0: '{stamp.decode()}'" in out
+    assert "hvm-pv: blk wrote and read back 4096 bytes at sector 8: same" in out
+    assert "hvm-pv: blkfront closed" in out
+    assert "check failed" not in out and "Test result: SUCCESS" in out
+    disk = img.read_bytes()
+    assert disk[:len(stamp)] == stamp                               # the flush carried no data
+    msg = b"hvm-pv wrote this through blkfront\0"
+    assert disk[4096:4096 + len(msg)] == msg
+    assert all(disk[4096 + i] == (i * 7 + 3) & 0xFF for i in range(len(msg), 4096))
+    dmesg = xenpv.run("dmesg").stdout
+    assert "vbd 51712: connected (xvda, 2048 sectors, raw" in dmesg
+    assert "vbd 51712: disconnected" in dmesg
+    assert not qemu_pids(xenpv.tag)
+

@@ -76,3 +76,14 @@ def test_round_trip_through_the_daemon():
 def test_pv_configs_unchanged():
     cfg = parse('kernel = "k"\n')
     assert not getattr(cfg, "hvm", False)
+
+
+def test_disks_and_vifs_are_pv_devices_with_a_warning():
+    cfg = parse('type = "hvm"\nkernel = "k"\ndisk = ["file:/img/a.img,xvda,w"]\n'
+                'vif = ["mac=00:16:3e:00:00:01"]\n')
+    assert [d.vdev for d in cfg.disks] == ["xvda"] and len(cfg.vifs) == 1
+    assert any("PV devices only" in w for w in cfg.warnings)
+    assert cfg.to_dict()["disk"] == [cfg.disks[0].canonical()]
+    assert not any("PV devices" in w for w in parse('type = "hvm"\nkernel = "k"\n').warnings)
+    with pytest.raises(ConfigError, match="xvda"):
+        parse('type = "hvm"\nkernel = "k"\ndisk = ["file:/a,xvda,w", "file:/b,xvda,w"]\n')

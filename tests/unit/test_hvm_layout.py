@@ -31,6 +31,7 @@ def header_defines():
     ("HVM_BOOT_LINUX", "BOOT_LINUX"), ("HVM_BOOT_PVH", "BOOT_PVH"),
     ("HVM_BOOT_REALMODE", "BOOT_REALMODE"), ("HVM_BI_NR_VCPUS_OFF", "BI_NR_VCPUS_OFF"),
     ("HVM_BI_CHECKED_LEN", "BOOT_INFO_CHECKED"), ("HVM_STATUS_GUEST", "STATUS_GUEST"),
+    ("HVM_CB_VECTOR_BASE", "CB_VECTOR_BASE"), ("HVM_CB_VECTORS", "CB_VECTORS"),
 ])
 def test_header_and_python_agree(c_name, py_name):
     assert header_defines()[c_name] == getattr(layout, py_name)

@@ -35,6 +35,13 @@ class RAM:
     def w64(self, a, v):
         struct.pack_into("<Q", self.mem, a, v)
 
+    def zero(self, a, n):
+        self.mem[a:a + n] = bytes(n)
+
+    def xchg8(self, a, v):
+        old, self.mem[a] = self.mem[a], v
+        return old
+
 
 PG, WP, PSE, PAE = 0x80000000, 0x10000, 0x10, 0x20
 
@@ -128,7 +135,9 @@ def env():
     p.area = layout.pv_area(dom.ram.size)
     p.params = {pv.HVM_PARAM_STORE_PFN: 0x123, pv.HVM_PARAM_PAE_ENABLED: 1}
     p.calls = 0
+    p.placed = {}
     dom.pvd = p
+    p.setup_grant_table()
     v = pv.HVMVcpu(p, 0)
     dom.vcpus = [v]
     v.cr0 = 0x11                                     # paging off: VA = PA
@@ -147,7 +156,8 @@ def test_hvm_params(env):
     assert param_op(p, v, pv.HVMOP_get_param, 99)[0] == -abi.EINVAL
     assert param_op(p, v, pv.HVMOP_get_param, 1, domid=7)[0] == -abi.EPERM
     assert param_op(p, v, pv.HVMOP_set_param, pv.HVM_PARAM_STORE_PFN, 5)[0] == -abi.EPERM
-    assert param_op(p, v, pv.HVMOP_set_param, 0, 2 << 56 | 0xF3)[0] == -abi.ENOSYS   # vector
+    assert param_op(p, v, pv.HVMOP_set_param, 0, 1 << 56 | 0x10)[0] == -abi.ENOSYS   # PCI INTx
+    assert param_op(p, v, pv.HVMOP_set_param, 0, 2 << 56 | 0x10)[0] == -abi.EINVAL   # exception
     assert param_op(p, v, pv.HVMOP_set_param, 0, 5)[0] == -abi.EINVAL            # GSI 5
     p.com2_ours = None
     dom.ram.mem[dom.shared_info_pa] = 0                                            # nothing pending
@@ -166,8 +176,60 @@ def test_add_to_physmap_shared_info(env):
     for gpfn in (0x9F, 0xA0, p.area >> 12, 0xFFFFF):              # not the guest's RAM
         p.ram.write(0x6000, struct.pack("<HHIII", abi.DOMID_SELF, 0, 0, 0, gpfn))
         assert p.dispatch(v, abi.HYPERCALL_NR["memory_op"], (7, 0x6000, 0, 0, 0, 0)) == -abi.EINVAL
-    p.ram.write(0x6000, struct.pack("<HHIII", abi.DOMID_SELF, 0, 1, 0, 0x300))
-    assert p.dispatch(v, abi.HYPERCALL_NR["memory_op"], (7, 0x6000, 0, 0, 0, 0)) == -abi.ENOSYS
+
+
+def add_to_physmap(p, v, space, idx, gpfn, at=0x6000):
+    p.ram.write(at, struct.pack("<HHIII", abi.DOMID_SELF, 0, space, idx, gpfn))
+    return p.dispatch(v, abi.HYPERCALL_NR["memory_op"], (pv.XENMEM_add_to_physmap, at, 0, 0, 0, 0))
+
+
+def gnttab_op(p, v, cmd, at, count=1):
+    return p.dispatch(v, abi.HYPERCALL_NR["grant_table_op"], (cmd, at, count, 0, 0, 0))
+
+
+def test_grant_table_frames_are_placed_where_the_guest_asks(env):
+    p, dom, v = env
+    t = dom.gnttab
+    home0 = (p.area >> 12) + layout.PV_GRANT_PAGE
+    assert t.frames == [home0] and t.max_frames == layout.PV_GRANT_FRAMES   # INITIAL_NR = 1
+    # query_size: 1 of 4 frames
+    p.ram.write(0x7000, struct.pack("<HHIIhH", abi.DOMID_SELF, 0, 0, 0, 99, 0))
+    assert gnttab_op(p, v, 6, 0x7000) == 0
+    assert struct.unpack_from("<IIh", p.ram.mem, 0x7004) == (1, layout.PV_GRANT_FRAMES, 0)
+    # frame 0 at gpfn 0x300: its entries go with it
+    t.write_entry(9, abi.GTF_permit_access, 0, 0x400)
+    assert add_to_physmap(p, v, pv.XENMAPSPACE_grant_table, 0, 0x300) == 0
+    assert t.frames[0] == 0x300 and t.entry(9) == (abi.GTF_permit_access, 0, 0x400)
+    # setup_table answers the frame's gpfn
+    p.ram.write(0x7000, struct.pack("<HHIhHI", abi.DOMID_SELF, 0, 1, 0, 0, 0x7100))
+    assert gnttab_op(p, v, 2, 0x7000) == 0
+    assert struct.unpack_from("<h", p.ram.mem, 0x7008)[0] == 0
+    assert p.ram.r32(0x7100) == 0x300
+    # frame 2 grows the table to 3 frames (frame 1 stays at home, zeroed)
+    assert add_to_physmap(p, v, pv.XENMAPSPACE_grant_table, 2, 0x302) == 0
+    assert t.frames == [0x300, home0 + 1, 0x302] and t.nr_entries == 3 * 512
+    # beyond the maximum, and a v2 status frame: -EINVAL, nothing changes
+    for idx in (layout.PV_GRANT_FRAMES, 0x80000000):
+        assert add_to_physmap(p, v, pv.XENMAPSPACE_grant_table, idx, 0x310) == -abi.EINVAL
+    assert len(t.frames) == 3
+    # a page taken over by another special page goes back home, contents kept
+    assert add_to_physmap(p, v, pv.XENMAPSPACE_shared_info, 0, 0x300) == 0
+    assert dom.shared_info_pa == 0x300000 and t.frames[0] == home0
+    assert t.entry(9) == (abi.GTF_permit_access, 0, 0x400)
+    # gpfns that are not the guest's RAM
+    for gpfn in (0x9F, 0xE0, p.area >> 12, (p.area >> 12) + layout.PV_GRANT_PAGE):
+        assert add_to_physmap(p, v, pv.XENMAPSPACE_grant_table, 0, gpfn) == -abi.EINVAL
+    # other spaces (gmfn, gmfn_range, foreign) are not offered
+    assert add_to_physmap(p, v, 2, 0x200, 0x320) == -abi.EINVAL
+
+
+def test_hvm_grant_table_ops_are_xens_hvm_subset(env):
+    p, dom, v = env
+    for cmd in (3, 4, 7, 9, 12, 13):        # dump_table, transfer, unmap_and_replace, ...
+        assert gnttab_op(p, v, cmd, 0x7000) == -abi.ENOSYS, cmd
+    p.ram.write(0x7000, struct.pack("<HHI", abi.DOMID_SELF, 0, 0))
+    assert gnttab_op(p, v, 10, 0x7000) == 0                 # get_version: 1
+    assert p.ram.r32(0x7004) == 1
 
 
 def test_pointers_into_the_hypercall_area_fault(env):
@@ -190,3 +252,53 @@ def test_shutdown_reason_checked(env):
     p.ram.write(0x7000, struct.pack("<I", 0))
     assert p.dispatch(v, abi.HYPERCALL_NR["sched_op"], (2, 0x7000, 0, 0, 0, 0)) is pv.NO_ANSWER
     assert dom.hv.soon and dom.hv.soon[-1][1] == ("poweroff",)
+
+
+class Kicks:
+    def __init__(self):
+        self.kicked = []
+
+    def kick(self, n):
+        self.kicked.append(n)
+
+
+def test_vector_callback_raises_the_msix_entry_of_the_vector(env):
+    p, dom, v = env
+    p.cb_device, p.com2_ours = Kicks(), None
+    vi = v.vcpu_info_pa
+    dom.ram.mem[vi] = 0                                     # nothing pending yet
+    assert param_op(p, v, pv.HVMOP_set_param, 0, 2 << 56 | 0xF3)[0] == 0
+    assert p.cb_device.kicked == []
+    dom.ram.mem[vi + 1] = 1                                 # the mask does not matter (HVM)
+    v.mark_events_pending()
+    assert p.cb_device.kicked == [0xF3 - layout.CB_VECTOR_BASE]
+    v.mark_events_pending()                                 # still pending: no second edge
+    assert p.cb_device.kicked == [0xF3 - layout.CB_VECTOR_BASE]
+    assert param_op(p, v, pv.HVMOP_get_param, 0) == (0, 2 << 56 | 0xF3)
+
+
+def test_back_ends_map_only_the_hvm_guests_ram(env):
+    """Grant entries of an HVM guest name gpfns; domain 0 maps those in the
+    guest's RAM and nothing else (not the PV area, not the holes)."""
+    from qemu_xenpv.gnttab import GrantEngine, GrantError
+    from qemu_xenpv.machine.ram import GuestRAM
+    p, dom, v = env
+    ram = GuestRAM(16 << 20, "test-hvm-gnttab")
+    try:
+        p.ram = dom.ram = ram
+        p.setup_grant_table()
+        t = dom.gnttab
+        eng = GrantEngine(lambda d: t if d == dom.domid else None)
+        ram.write(0x400000, b"granted page")
+        bad = [0x9F, 0xA0, 0xF0, p.area >> 12, (p.area >> 12) + layout.PV_GRANT_PAGE, 0x10000]
+        for ref, frame in enumerate([0x400] + bad, start=8):
+            t.write_entry(ref, abi.GTF_permit_access, 0, frame)
+        m = eng.map_grant_ref(dom.domid, 8)
+        assert m.read(0, 12) == b"granted page"
+        eng.unmap_grant_ref(m)
+        for ref in range(9, 9 + len(bad)):
+            with pytest.raises(GrantError):
+                eng.map_grant_ref(dom.domid, ref)
+        assert not eng.maptrack and all(not t.in_use(r) for r in range(8, 9 + len(bad)))
+    finally:
+        ram.close()
