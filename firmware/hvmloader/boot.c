@@ -28,6 +28,14 @@ void boot_guest(struct hvm_boot_info *bi)
                bi->entry, bi->boot_data);
         bi->status = HVM_STATUS_GUEST;
         enter_pvh(bi->entry, bi->boot_data);
+    case HVM_BOOT_MULTIBOOT:
+        /* Multiboot 1 has no RSDP field: the guest finds the RSDP by the
+         * ACPI search (acpi_build_tables puts it 16-byte aligned in
+         * 0xE0000-0xFFFFF) */
+        printf("hvmloader: starting multiboot kernel at %x, multiboot_info at %x\n",
+               bi->entry, bi->boot_data);
+        bi->status = HVM_STATUS_GUEST;
+        enter_multiboot(bi->entry, bi->boot_data);
     case HVM_BOOT_REALMODE:
         printf("hvmloader: starting real mode at %04x:%04x\n", bi->entry >> 16, bi->entry & 0xffff);
         bi->status = HVM_STATUS_GUEST;

@@ -3,7 +3,8 @@
  * QEMU as -bios: the reset vector at 0xFFFFFFF0 switches to flat 32-bit
  * protected mode, copies the loader from the ROM to its link address in
  * RAM (HVM_LOADER_BASE), clears its bss and calls main() there.  Also
- * here: the three ways into the guest (Linux 32-bit, PVH, real mode).
+ * here: the four ways into the guest (Linux 32-bit, PVH, Multiboot, real
+ * mode).
  */
 #include "hvm_info.h"
 
@@ -12,6 +13,8 @@
 #define SEL_CODE16      0x20
 #define SEL_DATA16      0x28
 #define SEL_TSS         0x30
+
+#define MULTIBOOT_BOOTLOADER_MAGIC      0x2badb002
 
 /* ---- the last 8 KiB of the ROM: 16-bit reset code and the ROM GDT ---- */
         .section .rom32, "ax"
@@ -118,6 +121,41 @@ enter_pvh:
         pushl   $0x2
         popfl
         jmp     *%eax
+
+/* enter_multiboot(entry, multiboot_info): the Multiboot 0.6.96 machine
+ * state (3.2): %eax = 0x2BADB002, %ebx = multiboot_info, CS flat 32-bit
+ * read/execute, DS/ES/FS/GS/SS flat 32-bit read/write, A20 on, CR0.PG
+ * clear and CR0.PE set, EFLAGS.VM and IF clear (all of EFLAGS but the
+ * reserved bit 1).  The GDT stays the loader's, in RAM the guest owns
+ * from now on: the specification lets it be invalid.                    */
+        .globl enter_multiboot
+enter_multiboot:
+        cli
+        movl    4(%esp), %ecx
+        movl    8(%esp), %ebx
+        inb     $0x92, %al                      /* fast A20 gate on, no reset */
+        orb     $0x02, %al
+        andb    $0xfe, %al
+        outb    %al, $0x92
+        movl    %cr0, %eax
+        andl    $0x7fffffff, %eax               /* PG off */
+        orl     $0x00000001, %eax               /* PE on  */
+        movl    %eax, %cr0
+        ljmpl   $SEL_CODE32, $1f
+1:      movl    $SEL_DATA32, %eax
+        movl    %eax, %ds
+        movl    %eax, %es
+        movl    %eax, %fs
+        movl    %eax, %gs
+        movl    %eax, %ss
+        pushl   $0x2
+        popfl
+        movl    $MULTIBOOT_BOOTLOADER_MAGIC, %eax
+        xorl    %edx, %edx
+        xorl    %esi, %esi
+        xorl    %edi, %edi
+        xorl    %ebp, %ebp
+        jmp     *%ecx
 
 /* enter_realmode(cs << 16 | ip): back to real mode (as vmxassist handed
  * its guests a real-mode start): 16-bit protected mode, PE off, then a

@@ -11,7 +11,8 @@
  *       0x00010000-0x0007FFFF  hvmloader, copied there from the ROM;
  *                              its stack ends at 0x80000 (free once the
  *                              guest runs)
- *       0x00090000             boot_params (Linux) or hvm_start_info (PVH)
+ *       0x00090000             boot_params (Linux), hvm_start_info (PVH)
+ *                              or multiboot_info (Multiboot)
  *       0x00091000             the guest command line
  *   0x0009F800-0x0009FFFF  RESERVED the vCPU block and the boot info
  *       0x0009F800             vCPU block: u32 magic "vcpu", u32 count
@@ -57,6 +58,7 @@
 #define HVM_BOOT_LINUX          1   /* Linux 32-bit boot protocol        */
 #define HVM_BOOT_PVH            2   /* XEN_ELFNOTE_PHYS32_ENTRY          */
 #define HVM_BOOT_REALMODE       3   /* 16-bit real mode at CS:IP         */
+#define HVM_BOOT_MULTIBOOT      4   /* Multiboot 0.6.96: multiboot_info  */
 
 /* flags */
 #define HVM_FLAG_QUIET          (1u << 0)   /* fewer loader messages     */
@@ -102,7 +104,7 @@ struct hvm_boot_info {
     uint8_t  _pad[3];
     uint32_t boot_kind;             /* 12 HVM_BOOT_*                     */
     uint32_t entry;                 /* 16 32-bit entry; REALMODE: cs<<16|ip */
-    uint32_t boot_data;             /* 20 boot_params / hvm_start_info   */
+    uint32_t boot_data;             /* 20 boot_params / hvm_start_info / multiboot_info */
     uint32_t acpi_base;             /* 24 where the ACPI tables go       */
     uint32_t acpi_size;             /* 28 room there                     */
     uint32_t low_mem_end;           /* 32 end of RAM below 4 GiB         */

@@ -62,6 +62,7 @@ void __attribute__((noreturn)) boot_guest(struct hvm_boot_info *bi);
 void __attribute__((noreturn)) enter_linux(uint32_t entry, uint32_t boot_params);
 void __attribute__((noreturn)) enter_pvh(uint32_t entry, uint32_t start_info);
 void __attribute__((noreturn)) enter_realmode(uint32_t cs_ip);
+void __attribute__((noreturn)) enter_multiboot(uint32_t entry, uint32_t multiboot_info);
 extern const uint8_t dsdt_aml[], dsdt_aml_end[];
 
 #endif /* HVMLOADER_H */

@@ -6,6 +6,7 @@ before QEMU starts; hvmloader does the rest inside the guest."""
 from __future__ import annotations
 
 import logging
+import os
 import struct
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
@@ -17,6 +18,24 @@ from .layout import E820Entry
 log = logging.getLogger("qemu_xenpv.hvm.builder")
 
 XEN_HVM_START_MAGIC = 0x336EC578
+
+# struct multiboot_info (Multiboot 0.6.96, 3.3) in the boot-data page:
+# flags, mem_lower, mem_upper, boot_device, cmdline, mods_count,
+# mods_addr, syms[4], mmap_length, mmap_addr, drives_length, drives_addr,
+# config_table, boot_loader_name; the APM, VBE and framebuffer fields
+# after it stay zero.  Then the loader name, the memory map (entries with
+# their size field), the module list and the modules' strings.
+MBI_MEM, MBI_CMDLINE, MBI_MODS, MBI_MMAP, MBI_LOADER_NAME = 1 << 0, 1 << 2, 1 << 3, 1 << 6, 1 << 9
+MB_INFO = struct.Struct("<7I16x6I")
+MB_INFO_SIZE = 116
+MB_MODULE = struct.Struct("<IIII")              # mod_start, mod_end, string, reserved
+MB_MMAP_ENTRY = struct.Struct("<IQQI")          # size (20: what follows it), base, length, type
+MB_LOADER_NAME = b"qemu-xenpv hvmloader"
+MB_NAME_ADDR = layout.BOOT_DATA + 0x80
+MB_MMAP_ADDR = layout.BOOT_DATA + 0x100
+MB_MODS_ADDR = layout.BOOT_DATA + 0x800
+MB_STRINGS_ADDR = MB_MODS_ADDR + MB_MODULE.size
+MB_STRINGS_END = layout.BOOT_DATA + 0x1000
 
 # what the guest image may not overlap while hvmloader runs
 BUSY = [
@@ -84,6 +103,8 @@ def build_hvm(cfg, ram) -> HVMBuild:
         _load_pvh(cfg, ram, img, b)
     elif img.kind == layout.BOOT_REALMODE:
         _load_realmode(cfg, ram, img, b)
+    elif img.kind == layout.BOOT_MULTIBOOT:
+        _load_multiboot(cfg, ram, img, b)
     # phase "PV area": the hypercall area, shared_info, the discovery table
     _pv_area(cfg, ram, b)
     # phase "boot info": what hvmloader reads at 0x9F900
@@ -134,15 +155,22 @@ def _load_linux(cfg, ram, img, b: HVMBuild) -> None:
                    (f", initrd {rd_size >> 10} KiB at {rd_addr:#x}" if rd_size else ""))
 
 
-def _load_pvh(cfg, ram, img, b: HVMBuild) -> None:
-    mem = ram.size
+def _load_segments(ram, img) -> int:
+    """Write an image's segments (zero-filling up to memsz) where the
+    placement rules allow; returns the end of the highest."""
     end = 0
     for paddr, data, memsz in img.segments:
-        _place(paddr, paddr + memsz, f"segment at {paddr:#x} of '{img.path}'", mem)
+        _place(paddr, paddr + memsz, f"segment at {paddr:#x} of '{img.path}'", ram.size)
         ram.write(paddr, data)
         if memsz > len(data):
             ram.zero(paddr + len(data), memsz - len(data))
         end = max(end, paddr + memsz)
+    return end
+
+
+def _load_pvh(cfg, ram, img, b: HVMBuild) -> None:
+    mem = ram.size
+    end = _load_segments(ram, img)
 
     si = layout.BOOT_DATA
     cmd = _cmdline(cfg.cmdline, layout.CMDLINE_MAX)
@@ -163,6 +191,43 @@ def _load_pvh(cfg, ram, img, b: HVMBuild) -> None:
                               layout.CMDLINE, 0, layout.PVH_MEMMAP, len(b.e820), 0))
     b.kind, b.entry, b.boot_data = layout.BOOT_PVH, img.entry, si
     b.notes.append(f"PVH entry {img.entry:#x}, {len(img.segments)} segment(s) up to {end:#x}")
+
+
+def _load_multiboot(cfg, ram, img, b: HVMBuild) -> None:
+    """Multiboot 0.6.96: the image, then a multiboot_info with the memory
+    sizes, the command line, the ramdisk as module 0 (page-aligned, at the
+    top of RAM as the initrd of the other kinds), the e820 map and the
+    loader's name.  hvmloader enters with %eax = 0x2BADB002, %ebx = it."""
+    mem = ram.size
+    end = _load_segments(ram, img)
+    ram.write(layout.CMDLINE, _cmdline(cfg.cmdline, layout.CMDLINE_MAX))
+    ram.write(MB_NAME_ADDR, MB_LOADER_NAME + b"\0")
+    mmap = b"".join(MB_MMAP_ENTRY.pack(MB_MMAP_ENTRY.size - 4, e.addr, e.size, e.type)
+                    for e in b.e820)
+    assert MB_MMAP_ADDR + len(mmap) <= MB_MODS_ADDR, "e820 too long for the multiboot map"
+    ram.write(MB_MMAP_ADDR, mmap)
+    nr_mods, mod_note = 0, ""
+    if cfg.ramdisk_bytes:
+        size = len(cfg.ramdisk_bytes)
+        addr = _ramdisk_addr(size, layout.pv_area(mem), (end + 0xFFF) & ~0xFFF)
+        ram.write(addr, cfg.ramdisk_bytes)
+        name = os.fsencode(os.path.basename(cfg.ramdisk or "")) + b"\0"
+        if MB_STRINGS_ADDR + len(name) > MB_STRINGS_END:
+            raise ImageError(f"the ramdisk's file name is {len(name) - 1} bytes: at most "
+                             f"{MB_STRINGS_END - MB_STRINGS_ADDR - 1} fit")
+        ram.write(MB_STRINGS_ADDR, name)
+        ram.write(MB_MODS_ADDR, MB_MODULE.pack(addr, addr + size, MB_STRINGS_ADDR, 0))
+        nr_mods, mod_note = 1, f", module 0 ({size} bytes) at {addr:#x}"
+    ram_kib = {e.addr: e.size >> 10 for e in b.e820 if e.type == layout.E820_RAM}
+    info = MB_INFO.pack(MBI_MEM | MBI_CMDLINE | MBI_MODS | MBI_MMAP | MBI_LOADER_NAME,
+                        ram_kib.get(0, 0), ram_kib.get(layout.KERNEL_BASE, 0), 0,
+                        layout.CMDLINE, nr_mods, MB_MODS_ADDR, len(mmap), MB_MMAP_ADDR,
+                        0, 0, 0, MB_NAME_ADDR)
+    ram.write(layout.BOOT_DATA, info + bytes(MB_INFO_SIZE - len(info)))
+    b.kind, b.entry, b.boot_data = layout.BOOT_MULTIBOOT, img.entry, layout.BOOT_DATA
+    how = "a.out kludge" if img.multiboot.aout_kludge else "ELF"
+    b.notes.append(f"multiboot ({how}, flags {img.multiboot.flags:#x}) entry {img.entry:#x}, "
+                   f"{len(img.segments)} segment(s) up to {end:#x}{mod_note}")
 
 
 def _load_realmode(cfg, ram, img, b: HVMBuild) -> None:

@@ -17,7 +17,7 @@ MiB = 1 << 20
 
 LOADER_BASE = 0x00010000            # hvmloader copies itself here
 LOADER_LIMIT = 0x00080000           # ... and keeps its stack below this
-BOOT_DATA = 0x00090000              # boot_params (Linux) / hvm_start_info (PVH)
+BOOT_DATA = 0x00090000              # boot_params (Linux) / hvm_start_info (PVH) / multiboot_info
 CMDLINE = 0x00091000
 CMDLINE_MAX = 0x1000
 PVH_MEMMAP = BOOT_DATA + 0x100      # hvm_memmap_table_entry[]
@@ -37,9 +37,9 @@ RESERVED_START, RESERVED_END = 0x0009F800, 0x000A0000
 ACPI_BASE, ACPI_LIMIT = 0x000EA000, 0x000F0000
 KERNEL_BASE = 0x00100000            # bzImage protected-mode code, PVH images
 
-BOOT_NONE, BOOT_LINUX, BOOT_PVH, BOOT_REALMODE = 0, 1, 2, 3
+BOOT_NONE, BOOT_LINUX, BOOT_PVH, BOOT_REALMODE, BOOT_MULTIBOOT = 0, 1, 2, 3, 4
 BOOT_KIND_NAMES = {BOOT_NONE: "none", BOOT_LINUX: "linux", BOOT_PVH: "pvh",
-                   BOOT_REALMODE: "realmode"}
+                   BOOT_REALMODE: "realmode", BOOT_MULTIBOOT: "multiboot"}
 FLAG_QUIET = 1
 
 STATUS_NONE, STATUS_STARTED, STATUS_ACPI_DONE, STATUS_GUEST, STATUS_FAILED = 0, 1, 2, 3, 0xDEAD
