@@ -43,7 +43,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 from .errors import ConfigError, XenPVError
 
 __all__ = ["boot", "Host", "Domain", "Console", "Ending", "XenStore", "Watch",
-           "load_config", "free_port", "ConfigWarning", "XenPVError", "EXIT_CODES",
+           "load_config", "free_port", "ConfigWarning", "StaleDaemonWarning", "XenPVError", "EXIT_CODES",
            "DomainGone"]
 
 ConfigSource = Union[str, os.PathLike, Mapping[str, Any], None]
@@ -55,6 +55,11 @@ EXIT_CODES: Dict[str, int] = {"poweroff": 0, "reboot": 0, "suspend": 0, "crash":
 
 FRAME = struct.Struct("<cI")        # console frames: D data, E end (daemon -> us), I input
 DEFAULT_TIMEOUT = 30.0              # pexpect's default, for consoles and requests
+
+
+class StaleDaemonWarning(UserWarning):
+    """The daemon that runs the domains was started from other code than
+    this process runs (the source or the firmware changed since)."""
 
 
 class ConfigWarning(UserWarning):
@@ -493,6 +498,18 @@ class Host:
         with self._lock:
             self._drop()
 
+    def stale_daemon(self) -> Optional[str]:
+        """Why the daemon would run a new domain on old code, or None.
+        (An idle daemon of old code is replaced when a Host connects.)"""
+        from .rundir import stale
+        resp = self.request({"op": "ping"})
+        if not stale(resp):
+            return None
+        return (f"the qemu-xenpv daemon (pid {resp.get('pid')}) was started before the "
+                f"source or firmware changed and still runs {resp.get('domains')} domain(s): "
+                "new domains get its old code until it exits (it does when its last "
+                "domain ends)")
+
     def quit(self) -> None:
         """Stop the daemon now: every domain of this run directory is destroyed."""
         if not self.daemon_running():
@@ -558,6 +575,9 @@ class Host:
         req = {"op": "create", "config": cfg.to_dict(), "options": opts, "cwd": os.getcwd(),
                "attach": bool(console)}
         self.connect()          # held open: the daemon stays while this Host is open
+        note = self.stale_daemon()
+        if note:
+            warnings.warn(note, StaleDaemonWarning, stacklevel=2)
         if not console:
             return Domain(self, self.request(req), warnings=list(cfg.warnings))
         s = self._open()

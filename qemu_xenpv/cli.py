@@ -114,9 +114,17 @@ def cmd_create(args) -> int:
     if getattr(args, "pcap", None):
         _pcap_option(cfg, args.pcap)
     host = api.Host(start=True)
-    dom = host.create(cfg, console=args.console, accel=args.accel, gdb=args.gdb,
-                      trace_hypercalls=args.trace_hypercalls, scramble_p2m=args.scramble_p2m,
-                      doorbell=args.doorbell)
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", api.StaleDaemonWarning)
+        dom = host.create(cfg, console=args.console, accel=args.accel, gdb=args.gdb,
+                          trace_hypercalls=args.trace_hypercalls, scramble_p2m=args.scramble_p2m,
+                          doorbell=args.doorbell)
+    for w in caught:
+        if issubclass(w.category, api.StaleDaemonWarning):
+            print(f"qemu-xenpv: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     where = f", console on port {dom.console_port}" if dom.console_port else ""
     gdb = f", gdb on port {dom.gdb_port} (waiting for it to continue)" if dom.gdb_port else ""
     print(f"Started domain {dom.name} (id={dom.domid}){where}{gdb}, "

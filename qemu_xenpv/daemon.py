@@ -107,6 +107,8 @@ class Daemon:
 
     # ---- server ----
     async def serve(self) -> None:
+        from . import paths
+        paths.code_id()                 # what we run, fixed now (ping reports it)
         path = socket_path(self.rd)
         if path.exists():
             path.unlink()
@@ -222,7 +224,9 @@ class Daemon:
 
     # ---- operations ----
     async def op_ping(self, req, r, w):
-        return {"ok": True, "pid": os.getpid()}
+        from . import paths
+        return {"ok": True, "pid": os.getpid(), "code": paths.code_id(),
+                "domains": len(self.hv.domains)}
 
     async def op_create(self, req, r, w):
         cfg = from_values(req["config"], req["config"].get("source") or "<config>", req.get("cwd"))

@@ -100,7 +100,11 @@ else `$XDG_RUNTIME_DIR/qemu-xenpv`, else `/tmp/qemu-xenpv-$UID`. It holds
 `control.sock` (JSON-lines control), `xenstored.sock` (xs_wire, domain 0),
 `console/NAME.log` (each domain's console), `xenpv.log` (the hypervisor log,
 `dmesg`) and `daemon.log`. The daemon exits by itself once it has had no
-domain and no client for 1.5 s.
+domain and no client for 1.5 s. A daemon remembers the code it was started
+from (the package's modules and the built firmware): when the source or the
+firmware has changed since, the next command replaces it if it runs no
+domain, and `create` warns if it still does (new domains would get its old
+code until it exits).
 
 Errors are one line on stderr (`qemu-xenpv: error: ...`) and exit status 1.
 

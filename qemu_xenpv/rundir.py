@@ -6,6 +6,7 @@ re-exports these names."""
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import select
 import socket
@@ -48,11 +49,11 @@ def ensure_daemon(timeout: float = DAEMON_START_TIMEOUT, rd: Optional[Path] = No
     of daemon.log) is reported at once instead of after a timeout."""
     rd = rd or run_dir()
     path = socket_path(rd)
-    if _ping(path):
+    if _usable(path):
         return path
     with open(rd / "lock", "a") as lockf:
         fcntl.flock(lockf, fcntl.LOCK_EX)
-        if _ping(path):
+        if _usable(path):
             return path
         rfd, wfd = os.pipe()
         logf = open(rd / "daemon.log", "ab")
@@ -115,26 +116,68 @@ def _log_tail(path: Path, start: int = 0) -> str:
     return lines[-1].strip() if lines else ""
 
 
+def stale(reply: Optional[dict]) -> bool:
+    """The daemon that sent this ping reply runs other code than we do (it
+    was started before the source or the firmware changed)."""
+    from .paths import code_id
+    return bool(reply) and reply.get("code") not in (None, code_id())
+
+
+def _usable(path: Path) -> bool:
+    """A daemon listens on `path` and may serve us: one started from other
+    code (see stale()) that has no domains is told to quit, so that a new
+    one starts; one that still runs domains keeps serving (callers warn)."""
+    reply = ping_reply(path)
+    if reply is None:
+        return False
+    if not stale(reply) or reply.get("domains"):
+        return True
+    try:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(10)
+        s.connect(str(path))
+        s.sendall(b'{"op": "quit"}\n')
+        s.makefile("rb").readline()
+        s.close()
+    except OSError:
+        pass
+    deadline = time.monotonic() + 15
+    while path.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return ping_reply(path) is not None
+
+
 def _ping(path: Path, timeout: float = 10.0) -> bool:
     """Is a daemon listening on `path`?  A socket nobody listens on (refused)
     or no socket means no; a daemon too busy to answer in time still counts
     as running (starting a second one would steal its socket)."""
+    return ping_reply(path, timeout) is not None
+
+
+def ping_reply(path: Path, timeout: float = 10.0) -> Optional[dict]:
+    """The daemon's answer to a ping ({} if it is too busy to answer in
+    time), or None if no daemon listens on `path`."""
     if not path.exists():
-        return False
+        return None
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         s.settimeout(timeout)
         try:
             s.connect(str(path))
         except OSError:
-            return False
+            return None
         try:
             s.sendall(b'{"op": "ping"}\n')
             reply = s.makefile("rb").readline()
         except socket.timeout:
-            return True
+            return {}
         except OSError:
-            return False
-        return reply.startswith(b"{")
+            return None
+        if not reply.startswith(b"{"):
+            return None
+        try:
+            return json.loads(reply)
+        except ValueError:
+            return {}
     finally:
         s.close()

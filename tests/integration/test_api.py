@@ -218,3 +218,35 @@ def test_errors_are_exceptions_with_one_line(host, tmp_path):
         dom = host.create(XTFISH, name=name("warn"), vfb=["vnc=1"], extra="success")
     with dom:
         assert dom.wait(timeout=30).reason == "poweroff"
+
+
+def test_a_daemon_of_older_code(monkeypatch, tmp_path):
+    """The daemon reports the code it was started from (ping "code"): one
+    that still runs a domain keeps serving but a create warns; an idle one
+    is replaced when a client connects.  (Other code is simulated by
+    changing this process's code id.)"""
+    from qemu_xenpv import paths, rundir
+    rd = tmp_path / "rd"
+    h = api.Host(rd)
+    dom = h.create(XTFISH, name=name("old"), extra="hang")
+    try:
+        old_pid = rundir.ping_reply(h.socket_path)["pid"]
+        monkeypatch.setattr(paths, "_CODE_ID", "0123456789abcdef")
+        h2 = api.Host(rd)
+        with pytest.warns(api.StaleDaemonWarning, match="old code"):
+            dom2 = h2.create(XTFISH, name=name("old"), extra="hang")
+        assert rundir.ping_reply(h.socket_path)["pid"] == old_pid     # kept: it runs domains
+        dom2.destroy()
+        dom2.close()
+        h2.close()
+        dom.destroy()
+    finally:
+        dom.close()
+    # idle now (h is still connected): the next client replaces it
+    h3 = api.Host(rd).connect()
+    try:
+        reply = rundir.ping_reply(h3.socket_path)
+        assert reply["pid"] != old_pid and reply["code"] != "0123456789abcdef"
+    finally:
+        h3.quit()
+        h.close()
