@@ -13,7 +13,7 @@ from typing import Dict, Optional, Tuple
 
 from . import abi
 from .abi import EINVAL, ENOENT
-from .hypercall import Call, DomainCrash, dispatch, _load_families
+from .hypercall import PREEMPT_PAUSE, Call, DomainCrash, dispatch, _load_families
 from . import crashdump  # noqa: F401  (no imports on a vCPU's first request)
 
 _load_families()
@@ -62,6 +62,7 @@ class VCPU:
         self.calls = 0
         self.blocked = False
         self.need_flush = False             # another vCPU flushed the TLBs
+        self.again = None                   # a preempted batch: its remaining arguments
         self.vcpu_info_registered = False
         self.shadow_sources = {}
 
@@ -97,23 +98,32 @@ class VCPU:
                 if not hv.loop_waiting:     # let it in (for at most ~2 ms)
                     break
                 time.sleep(0.00005)
-            with lock:
-                if self.stopping:
-                    return -1
-                self.in_call = True
-                try:
-                    action = self._handle(kind, args)
-                    if self.need_flush:
-                        self.need_flush = False
-                        action |= K.ACT_CR3
-                except Exception as e:          # a hypervisor bug must not kill the process
-                    log.exception("vCPU %d.%d: internal error", self.dom.domid, self.vid)
-                    self.dom.crash(f"internal hypervisor error: {e!r}", self)
-                    action = K.ACT_HALT
-                finally:
-                    self.in_call = False
-                self.blocked = bool(action & BLOCKING)
-            return action
+            done_actions = 0                # what preempted parts of a batch asked for
+            while True:
+                with lock:
+                    if self.stopping:
+                        return -1
+                    self.in_call = True
+                    self.again = None
+                    try:
+                        action = self._handle(kind, args)
+                        if self.again is None and self.need_flush:
+                            self.need_flush = False
+                            action |= K.ACT_CR3
+                    except Exception as e:      # a hypervisor bug must not kill the process
+                        log.exception("vCPU %d.%d: internal error", self.dom.domid, self.vid)
+                        self.dom.crash(f"internal hypervisor error: {e!r}", self)
+                        action = K.ACT_HALT
+                        self.again = None
+                    finally:
+                        self.in_call = False
+                    self.blocked = bool(action & BLOCKING)
+                if self.again is None:
+                    return action | done_actions
+                # a preempted batch: others get hv.lock, then it goes on
+                done_actions |= action
+                args = self.again
+                time.sleep(PREEMPT_PAUSE)
 
         try:
             self.dom.native.serve(self.mbox.addr_native, self.dom.doorbell_fd(self.vid),
@@ -130,6 +140,15 @@ class VCPU:
             except DomainCrash as e:
                 self.dom.crash(e.reason, self, call.regs)
                 return K.ACT_HALT
+            if call.again is not None:
+                # preempted: its arguments now describe what is left (the
+                # guest's registers too, as Xen's continuation leaves them)
+                self.again = call.again + (call.nr,)
+                regs = call.regs
+                for k, v in zip(("ebx", "ecx", "edx", "esi", "edi", "ebp"), call.again):
+                    regs[k] = v
+                self.mbox.write_regs(regs)
+                return call.action
             if call.action & K.ACT_RETRY:
                 # asked again later: no result yet, the arguments stay (or
                 # point past what is done: a multicall's continuation)

@@ -420,6 +420,42 @@ static void check_mmu_update(void)
     if (done != 3)
         why("3 good entries: done = %u", done);
 
+    /* Long batches: Xen preempts them and continues where they stopped
+     * (continuations); every entry runs once, done counts them all, and a
+     * bad entry late in the batch stops it exactly there. */
+    {
+        static struct mmu_update big[20000];
+        static struct mmuext_op flushes[20000];
+        unsigned int n = ARRAY_SIZE(big), k;
+
+        for (k = 0; k < n; k++) {
+            big[k].ptr = l1e_maddr(sva);
+            big[k].val = mk_pte(vmfn((k & 1) ? t : u), RW_FLAGS);
+        }
+        done = 0xdead;
+        rc = hypercall_mmu_update(big, n, &done, DOMID_SELF);
+        if (rc != 0 || done != n)
+            why("mmu_update of %u entries = %ld, done = %u", n, rc, done);
+        mmuext(MMUEXT_INVLPG_LOCAL, sva, 0);
+        if (READ_ONCE(s[0]) != 0x7777)
+            why("after the long batch the VA reads %#x, not its last entry's 0x7777", s[0]);
+        big[15000].val = mk_pte(LOW_MFN, RW_FLAGS);
+        done = 0xdead;
+        rc = hypercall_mmu_update(big, n, &done, DOMID_SELF);
+        if ((rc != -XEN_EPERM && rc != -XEN_EBUSY) || done != 15000)
+            why("long batch, bad entry 15000: rc %ld (%s), done = %u (Xen: 15000)", rc,
+                ename(rc), done);
+        for (k = 0; k < n; k++)
+            flushes[k] = (struct mmuext_op){ .cmd = MMUEXT_TLB_FLUSH_LOCAL };
+        done = 0xdead;
+        rc = hypercall_mmuext_op(flushes, n, &done, DOMID_SELF);
+        if (rc != 0 || done != n)
+            why("mmuext_op of %u flushes = %ld, done = %u", n, rc, done);
+        mmu_upd(l1e_maddr(sva), mk_pte(vmfn(t), RW_FLAGS));
+        mmuext(MMUEXT_INVLPG_LOCAL, sva, 0);
+        check_why("mmu-long-batches");
+    }
+
     /* Commands: NO_TRANSLATE is a normal update for PV; unknown ones -ENOSYS. */
     EXPECT("mmu_update(PT_UPDATE_NO_TRANSLATE)",
            mmu_upd(l1e_maddr(sva) | MMU_PT_UPDATE_NO_TRANSLATE, mk_pte(vmfn(u), RW_FLAGS)), 0);

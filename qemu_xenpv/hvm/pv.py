@@ -42,10 +42,12 @@ import os
 import socket
 import struct
 import threading
+import time
 from typing import Dict, Optional
 
 from .. import abi
 from ..abi import EFAULT, EINVAL, ENOSYS, EPERM
+from ..hypercall import PREEMPT_PAUSE
 from . import layout
 
 log = logging.getLogger("qemu_xenpv.hvm.pv")
@@ -136,6 +138,7 @@ class HVMVcpu:
         self.blocked = False
         self.poll_ports = None
         self.in_call = False
+        self.again = None                   # a preempted batch: its remaining arguments
         self.cr0 = self.cr3 = self.cr4 = 0
         self.calls = 0
 
@@ -156,7 +159,6 @@ class HVMVcpu:
         pass
 
     def now(self) -> int:
-        import time
         return time.monotonic_ns()
 
 
@@ -323,14 +325,20 @@ class PVDrivers:
             return                                  # nothing posted (or answered)
         vcpu = dom.vcpus[vid]
         vcpu.cr0, vcpu.cr3, vcpu.cr4 = cr0, cr3, cr4
-        with self.hv.lock:
-            if not dom.alive:
-                return
-            vcpu.in_call = True
-            try:
-                ret = self.dispatch(vcpu, eax, (ebx, ecx, edx, esi, edi, ebp))
-            finally:
-                vcpu.in_call = False
+        args = (ebx, ecx, edx, esi, edi, ebp)
+        while True:
+            with self.hv.lock:
+                if not dom.alive:
+                    return
+                vcpu.in_call = True
+                try:
+                    ret = self.dispatch(vcpu, eax, args)
+                finally:
+                    vcpu.in_call = False
+            if vcpu.again is None:
+                break
+            args = vcpu.again                       # a preempted batch goes on
+            time.sleep(PREEMPT_PAUSE)
         if ret is NO_ANSWER:
             return
         ram.w32(mb + 8, ret & 0xFFFFFFFF)
@@ -346,6 +354,7 @@ class PVDrivers:
         vcpu.calls += 1
         call = Call(vcpu, None, tuple(args) + (nr,))
         ret = self._dispatch(call, vcpu, nr, args)
+        vcpu.again = call.again
         tracer = self.dom.tracer
         if tracer is not None:
             tracer.record(call, TABLE.get(nr), 0 if ret is NO_ANSWER else ret)

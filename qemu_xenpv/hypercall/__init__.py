@@ -61,16 +61,27 @@ def hypercall(name: str, nargs: int, subops: Optional[Dict[int, str]] = None,
 
 _ARGS = struct.Struct("<7I")         # ebx ecx edx esi edi ebp eax: regs offsets 0..24
 
+# A batch hypercall (mmu_update, mmuext_op, multicall, grant_table_op) that
+# has run this long stops at an entry boundary and continues later from
+# there, as Xen's hypercall_preempt_check() + continuations do: hv.lock is
+# let go in between, so one guest's huge batch cannot stall the others.
+PREEMPT_NS = 2_000_000
+PREEMPT_PAUSE = 0.0001      # ... and the vCPU's thread lets the lock go this long (s)
+
 
 class Call:
     """One hypercall in flight: the arguments, the guest frame (read from
     the mailbox only if a handler asks for it), the actions the shim must
     apply on the way out."""
 
-    __slots__ = ("vcpu", "dom", "_regs", "args", "action", "nr", "no_retval", "trace_extra")
+    __slots__ = ("vcpu", "dom", "_regs", "args", "action", "nr", "no_retval", "trace_extra",
+                 "t0", "again")
 
-    def __init__(self, vcpu, regs: Optional[dict] = None, args: Optional[tuple] = None):
+    def __init__(self, vcpu, regs: Optional[dict] = None, args: Optional[tuple] = None,
+                 t0: Optional[int] = None):
         self.vcpu = vcpu
+        self.t0 = time.monotonic_ns() if t0 is None else t0     # a multicall's entries: its own
+        self.again: Optional[tuple] = None
         self.dom = vcpu.dom
         self._regs = regs
         if args is None:
@@ -81,6 +92,18 @@ class Call:
         self.action = 0
         self.no_retval = False
         self.trace_extra = None
+
+    # ---- preemption (hypercall_preempt_check, hypercall_create_continuation) ----
+    def preempt_due(self) -> bool:
+        """This call has run PREEMPT_NS: a batch should stop at the next
+        entry boundary and continue_with() the rest."""
+        return time.monotonic_ns() - self.t0 > PREEMPT_NS
+
+    def continue_with(self, *args: int) -> int:
+        """Run the same hypercall again later with these arguments (what is
+        done so far stays done); the value returned now is not the guest's."""
+        self.again = tuple(a & 0xFFFFFFFF for a in args) + self.args[len(args):]
+        return 0
 
     @classmethod
     def from_mailbox(cls, vcpu) -> "Call":

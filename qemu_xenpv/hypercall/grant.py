@@ -102,9 +102,20 @@ def get_status_frames(call, uop, count):
     return 0
 
 
+def _preempted(call, uop, i, size, count) -> bool:
+    """gnttab_*(): `if ( i && hypercall_preempt_check() ) return i;` and
+    do_grant_table_op()'s continuation with the rest of the array."""
+    if i and call.preempt_due():
+        call.continue_with(call.args[0], uop + i * size, count - i)
+        return True
+    return False
+
+
 def map_grant_ref(call, uop, count):
     L = abi.gnttab_map_grant_ref
     for i in range(count):
+        if _preempted(call, uop, i, L.size, count):
+            return 0
         va = uop + i * L.size
         op = call.read_struct(L, va)
         op["status"] = _guest_map_status(call, op)
@@ -126,6 +137,8 @@ def _guest_map_status(call, op) -> int:
 def unmap_grant_ref(call, uop, count):
     layout = abi.gnttab_unmap_grant_ref
     for i in range(count):
+        if _preempted(call, uop, i, layout.size, count):
+            return 0
         va = uop + i * layout.size
         op = call.read_struct(layout, va)
         op["status"] = GNTST_bad_handle     # a guest holds no maptrack handle
@@ -137,6 +150,8 @@ def copy(call, uop, count):
     L = abi.gnttab_copy
     eng = _engine(call)
     for i in range(count):
+        if _preempted(call, uop, i, L.size, count):
+            return 0
         va = uop + i * L.size
         op = call.read_struct(L, va)
         op["status"] = eng.copy(op, call.dom.domid)
@@ -147,6 +162,8 @@ def copy(call, uop, count):
 def swap_grant_ref(call, uop, count):
     L = abi.gnttab_swap_grant_ref
     for i in range(count):
+        if _preempted(call, uop, i, L.size, count):
+            return 0
         va = uop + i * L.size
         op = call.read_struct(L, va)
         op["status"] = call.dom.gnttab.swap(op["ref_a"], op["ref_b"])

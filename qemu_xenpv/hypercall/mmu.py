@@ -107,6 +107,10 @@ def mmu_update(call, reqs, count, done_ptr, foreigndom):
     i = 0
     try:
         while i < count and not rc:
+            if i and call.preempt_due():
+                _write_done(call, done_ptr, done + i)
+                return call.continue_with(reqs + 16 * i, (count - i) | MMU_UPDATE_PREEMPTED,
+                                          done_ptr, foreigndom)
             n = min(_CHUNK, count - i)
             base = reqs + 16 * i
             try:
@@ -254,6 +258,10 @@ def mmuext_op(call, ops, count, done_ptr, foreigndom):
     i = 0
     try:
         while i < count:
+            if i and call.preempt_due():
+                _write_done(call, done_ptr, done + i)
+                return call.continue_with(ops + 12 * i, (count - i) | MMU_UPDATE_PREEMPTED,
+                                          done_ptr, foreigndom)
             cmd, arg1, arg2 = _OP.unpack(call.read(ops + 12 * i, 12))
             rc = _mmuext_one(call, cmd, arg1, arg2)
             if rc:

@@ -16,6 +16,8 @@ def multicall(call, call_list, nr_calls):
         return -abi.EFAULT
     for i in range(nr_calls):
         va = call_list + i * abi.multicall_entry.size
+        if i and call.preempt_due():
+            return call.continue_with(va, nr_calls - i)
         ent = call.read_struct(abi.multicall_entry, va)
         op = ent["op"]
         fam = TABLE.get(op)
@@ -26,7 +28,7 @@ def multicall(call, call_list, nr_calls):
             res = fam.fn(call)
             call.trace_extra = {"multicall_exit": i}
             return res
-        sub = Call(call.vcpu, None, tuple(ent["args"]) + (op,))
+        sub = Call(call.vcpu, None, tuple(ent["args"]) + (op,), t0=call.t0)
         if op == abi.HYPERCALL_NR["multicall"]:
             res = -EINVAL
         elif fam is None:
@@ -37,6 +39,13 @@ def multicall(call, call_list, nr_calls):
             except GuestFault:
                 res = -abi.EFAULT
         call.action |= sub.action
+        if sub.again is not None:
+            # the entry was preempted: its continuation goes back into the
+            # entry, and the multicall continues from it (Xen's
+            # MCSF_call_preempted)
+            ent["args"] = list(sub.again)
+            call.write_struct(abi.multicall_entry, va, ent)
+            return call.continue_with(va, nr_calls - i)
         call.write_u32(va + 4, res)
         if call.dom.tracer is not None:
             call.dom.tracer.record(sub, fam, res)

@@ -332,6 +332,41 @@ def test_multicall_block_sleeps_then_runs_the_rest(dv):
     assert c.action & K.ACT_BLOCK and not c.action & K.ACT_RETRY
 
 
+def test_preempted_batches_continue_where_they_stopped(dv, monkeypatch):
+    """hypercall_preempt_check(): with every check due, a multicall runs one
+    entry per round and continues with the rest; an entry that is itself
+    preempted gets its continuation written back into the entry, and the
+    multicall continues from that entry (Xen's MCSF_call_preempted)."""
+    from qemu_xenpv import hypercall as hc
+    dom, vcpu = dv
+    nr = abi.HYPERCALL_NR
+    monkeypatch.setattr(hc, "PREEMPT_NS", -1)
+    FAKE = 60                                        # an unused hypercall number
+
+    def countdown(call, n):                          # preempts itself until n == 1
+        if n > 1 and call.preempt_due():
+            return call.continue_with(n - 1)
+        return 100 + n
+    monkeypatch.setitem(TABLE, FAKE, hc.Family(FAKE, "countdown", countdown, 1))
+    entries = [(nr["xen_version"], [abi.XENVER_version]), (FAKE, [3]),
+               (nr["xen_version"], [abi.XENVER_pagesize])]
+    for i, (op, args) in enumerate(entries):
+        dom.fake_mem[i * 32:(i + 1) * 32] = abi.multicall_entry.pack(
+            {"op": op, "result": 0xAAAAAAAA, "args": args})
+    args, rounds = (MEM_BASE, 3), 0
+    while True:
+        c = call(vcpu, nr["multicall"], *args)
+        assert dispatch(c) == 0
+        rounds += 1
+        if c.again is None:
+            break
+        args = c.again[:2]
+    results = [abi.multicall_entry.unpack(dom.fake_mem, i * 32)["result"] for i in range(3)]
+    assert results == [(4 << 16) | 17, 101, 4096]
+    assert abi.multicall_entry.unpack(dom.fake_mem, 32)["args"][0] == 1    # the continuation
+    assert rounds == 5      # entry 0 | countdown 3 -> 2 | 2 -> 1 | 1, preempt | entry 2
+
+
 def test_multicall_bad_list_is_efault(dv):
     dom, vcpu = dv
     assert dispatch(call(vcpu, abi.HYPERCALL_NR["multicall"], 0x100, 2)) == -EFAULT

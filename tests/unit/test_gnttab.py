@@ -529,6 +529,33 @@ def test_hypercall_copy_batch(guest, world):
     assert guest.op(5, uop=MEM + 0x3FF0, count=1) == -abi.EFAULT
 
 
+def test_hypercall_copy_batch_preempted(guest, world, monkeypatch):
+    """With every preemption check due, a copy batch runs one op per round
+    and continues with (cmd, the rest of the array, what is left), as
+    do_grant_table_op()'s continuation does; every op runs exactly once."""
+    from qemu_xenpv import hypercall as hc
+    monkeypatch.setattr(hc, "PREEMPT_NS", -1)
+    d1, d2 = world.d1, world.d2
+    d1.grant(8, 2, 0x10)
+    d1.fill(0x10, b"0123456789")
+    L = abi.gnttab_copy
+    for i in range(3):
+        guest.put(L, MEM + 24 * i, **_op(8, 1, 3 * i, 0x14, SELF, 3 * i, 3, SG))
+    vcpu = SimpleNamespace(dom=guest, vid=0)
+    args, rounds = (5, MEM, 3), 0
+    while True:
+        c = Call(vcpu, args=args + (0, 0, 0, 20))
+        assert dispatch(c) == 0
+        rounds += 1
+        if c.again is None:
+            break
+        args = c.again[:3]
+        assert args[0] == 5 and args[1] == MEM + 24 * rounds and args[2] == 3 - rounds
+    assert rounds == 3
+    assert [guest.get(L, MEM + 24 * i)["status"] for i in range(3)] == [GNTST_okay] * 3
+    assert d2.page(0x14, 0, 9) == b"012345678"
+
+
 def test_hypercall_swap(guest, world):
     d2 = world.d2
     d2.grant(8, 1, 0x10)
