@@ -9,6 +9,7 @@ import asyncio
 import logging
 import os
 import struct
+import threading
 import time
 import uuid
 from typing import Callable, Dict, List, Optional
@@ -29,6 +30,8 @@ RUNNING, PAUSED, SHUTDOWN, CRASHED, DYING, DEAD = "running", "paused", "shutdown
 
 # How each end of a guest's life maps to a process exit status for `create -c`
 GRANT_FRAMES_MAX = 4            # grant-table frames a domain may grow to (Mini-OS asks 4)
+FLUSH_WAIT = 2.0                # a remote TLB flush waits this long for the other vCPUs (s)
+FLUSH_POLL = 0.00002            # ... looking this often
 SHUTDOWN_ACK_TIMEOUT = 60.0     # xl waits this long for the guest to clear control/shutdown
 
 EXIT_CODES = {"poweroff": 0, "reboot": 0, "suspend": 0, "crash": 2, "watchdog": 3,
@@ -334,12 +337,33 @@ class Domain:
         return self.machine.kick_fd(vid) if self.machine else -1
 
     def flush_other_vcpus(self, me: VCPU) -> None:
-        """Kick the others into the shim, whose exit reloads CR3; one that is
-        inside a request now gets ACT_CR3 with its answer (need_flush)."""
+        """flush_tlb_mask() of every other vCPU, complete when this returns,
+        as on Xen: each is kicked into the shim, whose exit to the guest
+        reloads CR3 (one inside a request gets ACT_CR3 with its answer:
+        need_flush), and we wait until each has taken the kick or entered
+        the shim since.  hv.lock is let go while we wait (as at a
+        preemption point): with many vCPUs on few host CPUs a kick can take
+        tens of milliseconds, and the others' requests need not wait."""
+        waiting = []
         for v in self.vcpus:
             if v is not me and v.online:
                 v.need_flush = True
+                waiting.append((v, v.mbox.get("stat_kicks"), v.mbox.get("stat_entries")))
                 v.kick()
+        deadline = time.monotonic() + FLUSH_WAIT
+        pause = threading.Condition(self.hv.lock)   # wait() lets hv.lock go meanwhile
+        while waiting:
+            waiting = [(v, k, e) for (v, k, e) in waiting
+                       if v.online and v.mbox.get("stat_kicks") == k
+                       and v.mbox.get("stat_entries") == e]
+            if not waiting or not self.alive:
+                return
+            if time.monotonic() > deadline:
+                self.log_once("flush-wait", "remote TLB flush: vCPU(s) "
+                              f"{', '.join(str(v.vid) for v, _, _ in waiting)} did not take "
+                              f"the kick within {FLUSH_WAIT:g} s; going on")
+                return
+            pause.wait(FLUSH_POLL)
 
     def _table_entry_written(self, mfn: int, idx: int) -> None:
         for v in self.vcpus:

@@ -4,6 +4,7 @@
  * XTF: "check <name>: ok|FAIL", then "Test result: ...".
  */
 #include "xenguest.h"
+#include "xen-abi-ext.h"
 
 #define __HYPERVISOR_vcpu_op    24
 #define VCPUOP_initialise       0
@@ -38,6 +39,34 @@ static uint8_t stacks[MAX_CPUS][4096] __attribute__((aligned(4096)));
 static volatile uint32_t arrived[MAX_CPUS], answered[MAX_CPUS], ipi_port[MAX_CPUS];
 static volatile uint32_t spins[MAX_CPUS];
 static int failures;
+
+/* The TLB probe: vCPU 0 remaps probe_page between two frames with
+ * update_va_mapping(UVMF_INVLPG | UVMF_ALL); each prober reads it in a
+ * tight loop (a hot TLB entry) and records what it read right after it saw
+ * the new generation.  Xen flushes the other vCPUs before the hypercall
+ * returns, so that read must already see the new frame. */
+#define PROBERS         3
+static uint8_t probe_page[4096] __attribute__((aligned(4096)));
+static uint8_t probe_other[4096] __attribute__((aligned(4096)));
+static volatile uint32_t probe_on, probe_gen, probe_ready[MAX_CPUS];
+static volatile uint32_t probe_seen_gen[MAX_CPUS], probe_val[MAX_CPUS];
+
+static void probe_loop(uint32_t id)
+{
+    volatile uint32_t *va = (volatile uint32_t *)probe_page;
+    probe_ready[id] = 1;
+    while (probe_on) {
+        uint32_t g = probe_gen;
+        __asm__ __volatile__("" ::: "memory");
+        uint32_t v = *va;
+        if (g != probe_seen_gen[id]) {
+            probe_val[id] = v;
+            __sync_synchronize();
+            probe_seen_gen[id] = g;
+        }
+    }
+    probe_ready[id] = 0;
+}
 
 /* Yield until *flag != old, for at most two seconds of system time. */
 static int wait_change(volatile uint32_t *flag, uint32_t old)
@@ -84,6 +113,8 @@ void ap_entry(uint32_t id)
         if (__sync_fetch_and_and(&shared_info->evtchn_pending[port / 32],
                                  ~(1u << (port % 32))) & (1u << (port % 32)))
             answered[id]++;
+        if (probe_on)
+            probe_loop(id);
         spins[id]++;
     }
 }
@@ -140,6 +171,48 @@ int main(void)
         check("stays-down", spins[1] == s, "ran while down");
         check("up-again", vcpu_op(VCPUOP_up, 1, NULL) == 0, "refused");
         check("continues", wait_change(&spins[1], s), "did not continue");
+    }
+    if (n > 1) {
+        /* remote TLB flushes are complete when update_va_mapping returns */
+        int np = n - 1 < PROBERS ? n - 1 : PROBERS, stale = 0, lost = 0;
+        uint64_t pte[2] = {
+            ((uint64_t)virt_to_mfn(probe_page) << 12) | _PAGE_PRESENT | _PAGE_RW |
+                _PAGE_ACCESSED | _PAGE_DIRTY,
+            ((uint64_t)virt_to_mfn(probe_other) << 12) | _PAGE_PRESENT | _PAGE_RW |
+                _PAGE_ACCESSED | _PAGE_DIRTY };
+        *(volatile uint32_t *)probe_page = 0xaaaa0000;
+        *(volatile uint32_t *)probe_other = 0xbbbb0000;
+        probe_on = 1;
+        for (int i = 1; i <= np; i++) {
+            struct { uint32_t port; } send = { ipi_port[i] };
+            hypercall_event_channel_op(EVTCHNOP_send, &send);
+            wait_change(&probe_ready[i], 0);
+        }
+        for (uint32_t g = 1; g <= 40; g++) {
+            if (hypercall_update_va_mapping((unsigned long)probe_page, pte[g & 1],
+                                            UVMF_INVLPG | UVMF_ALL) != 0) {
+                stale = -1;
+                break;
+            }
+            probe_gen = g;
+            for (int i = 1; i <= np; i++) {
+                if (!wait_change(&probe_seen_gen[i], g - 1)) {
+                    lost++;
+                    continue;
+                }
+                if (probe_val[i] != ((g & 1) ? 0xbbbb0000u : 0xaaaa0000u)) {
+                    if (!stale)
+                        printk("  vCPU %d read %#x right after flush %u\n", i, probe_val[i], g);
+                    stale++;
+                }
+            }
+        }
+        probe_on = 0;
+        hypercall_update_va_mapping((unsigned long)probe_page, pte[0], UVMF_INVLPG | UVMF_ALL);
+        printk("smp: TLB probe: %d vCPU(s), 40 remaps, %d stale read(s), %d lost\n", np,
+               stale, lost);
+        check("remote-flush-complete", stale == 0 && lost == 0,
+              "another vCPU used the old mapping after update_va_mapping(UVMF_ALL) returned");
     }
     printk("Test result: %s\n", failures ? "FAILURE" : "SUCCESS");
     return 0;
