@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "hvmio.h"
+
 #define MB_BOOTLOADER_MAGIC     0x2badb002u
 #define MBI_MEM                 (1u << 0)
 #define MBI_CMDLINE             (1u << 2)
@@ -24,7 +26,6 @@
 #define MBI_MMAP                (1u << 6)
 #define MBI_LOADER_NAME         (1u << 9)
 #define LOADER_NAME             "qemu-xenpv hvmloader"
-#define UART                    0x3f8
 
 struct entry_state {                    /* head.S fills it in this order */
     uint32_t eax, ebx, eflags, cr0;
@@ -52,19 +53,8 @@ struct mb_mmap {                        /* mmap_addr points at `size` */
 
 extern char _image_start[], _end[];
 
-static inline void outb(uint16_t port, uint8_t v) { __asm__ volatile("outb %0, %1" :: "a"(v), "Nd"(port)); }
-static inline void outw(uint16_t port, uint16_t v) { __asm__ volatile("outw %0, %1" :: "a"(v), "Nd"(port)); }
-static inline uint8_t inb(uint16_t port) { uint8_t v; __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port)); return v; }
-
 /* ---- COM1 ---------------------------------------------------------- */
-static void tx(char c)
-{
-    if (c == '\n')
-        tx('\r');
-    while (!(inb(UART + 5) & 0x20))
-        ;
-    outb(UART, (uint8_t)c);
-}
+#define tx com1_putc
 
 static void tx_str(const char *s, uint32_t max)
 {
@@ -355,7 +345,7 @@ static uint32_t pm1a_cnt_block(void)
 
 void mb_main(const struct entry_state *st)
 {
-    outb(UART + 3, 0x03);
+    outb(COM1_PORT + 3, 0x03);
     say("Multiboot test guest\n");
     check_entry_state(st);
 

@@ -11,6 +11,7 @@
 #include <stdarg.h>
 #include <stdint.h>
 
+#include "hvmio.h"
 #include "hvmpv.h"
 
 /* what the compiler may call in a freestanding build */
@@ -50,18 +51,7 @@ void *memset(void *d, int c, size_t n)
 #define CB_VECTOR       0x40                /* the IO-APIC routes GSI 3 here */
 #define PV_VECTOR       0xf3                /* the vector callback (Linux's choice) */
 
-static inline void outb(uint16_t p, uint8_t v) { __asm__ volatile("outb %0, %1" :: "a"(v), "Nd"(p)); }
-static inline uint8_t inb(uint16_t p) { uint8_t v; __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(p)); return v; }
-
-/* ---- serial ---- */
-static void putc(char c)
-{
-    if (c == '\n')
-        putc('\r');
-    while (!(inb(0x3fd) & 0x20))
-        ;
-    outb(0x3f8, (uint8_t)c);
-}
+#define putc com1_putc
 
 void print(const char *f, ...)
 {
@@ -276,7 +266,7 @@ static uint64_t get_param(uint32_t index)
 
 void guest_main(void)
 {
-    outb(0x3fb, 0x03);
+    outb(COM1_PORT + 3, 0x03);
     print("hvm-pv: PV drivers in an HVM guest\n");
     struct pv_info *pi = (struct pv_info *)0x9fa00;
     uint8_t sum = 0;

@@ -3,20 +3,11 @@
  * QEMU's PIIX4, as the DSDT says). */
 #include <stdint.h>
 
+#include "hvmio.h"
+
 extern uint16_t rm_cs, rm_dx, rm_msw;
 
-static inline void outb(uint16_t p, uint8_t v) { __asm__ volatile("outb %0, %1" :: "a"(v), "Nd"(p)); }
-static inline void outw(uint16_t p, uint16_t v) { __asm__ volatile("outw %0, %1" :: "a"(v), "Nd"(p)); }
-static inline uint8_t inb(uint16_t p) { uint8_t v; __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(p)); return v; }
-
-static void putc(char c)
-{
-    if (c == '\n')
-        putc('\r');
-    while (!(inb(0x3fd) & 0x20))
-        ;
-    outb(0x3f8, (uint8_t)c);
-}
+#define putc com1_putc
 
 static void puts(const char *s) { while (*s) putc(*s++); }
 

@@ -13,14 +13,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "hvmio.h"
+
 #define TRAMP_BASE      0x8000
 #define MAX_CPUS        256
 #define LAPIC           0xfee00000u
-#define COM1            0x3f8
 
-static inline void outb(uint16_t p, uint8_t v) { __asm__ volatile("outb %0, %1" :: "a"(v), "Nd"(p)); }
-static inline void outw(uint16_t p, uint16_t v) { __asm__ volatile("outw %0, %1" :: "a"(v), "Nd"(p)); }
-static inline uint8_t inb(uint16_t p) { uint8_t v; __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(p)); return v; }
 static inline uint32_t inl(uint16_t p) { uint32_t v; __asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(p)); return v; }
 static inline uint32_t rd(uint32_t a) { return *(volatile uint32_t *)a; }
 static inline void wr(uint32_t a, uint32_t v) { *(volatile uint32_t *)a = v; }
@@ -31,18 +29,9 @@ extern volatile uint32_t ap_next;
 /* ---- console ------------------------------------------------------- */
 static volatile uint32_t print_lock;
 
-static void putc_raw(char c)
-{
-    while (!(inb(COM1 + 5) & 0x20))
-        ;
-    outb(COM1, (uint8_t)c);
-}
-
 static void putc(char c)
 {
-    if (c == '\n')
-        putc_raw('\r');
-    putc_raw(c);
+    com1_putc(c);
 }
 
 static void putnum(uint32_t v, unsigned base, int width)
@@ -322,7 +311,7 @@ void bsp_main(uint32_t start_info)
     uint32_t ioapics = 0, isos = 0;
     int irq0_ok = 0;
 
-    outb(COM1 + 3, 0x03);
+    outb(COM1_PORT + 3, 0x03);
     print("hvm-smp: HVM SMP test guest\n");
     if (*(uint32_t *)start_info != 0x336ec578)
         failed("hvm_start_info magic");
