@@ -22,7 +22,7 @@
 #define XEN_ENOSYS      38
 #define STATE_TRIES     4000
 
-static struct grant_entry_v1 gnttab[512] __attribute__((aligned(4096)));
+struct grant_entry_v1 gnttab_frame0[512] __attribute__((aligned(4096)));
 static uint8_t ring_page[4096] __attribute__((aligned(4096)));
 #define sring ((struct blkif_sring *)ring_page)
 static uint8_t data[4096] __attribute__((aligned(4096)));
@@ -96,7 +96,7 @@ static int wait_backend(uint32_t lo, uint32_t hi)
 
 static void grant(grant_ref_t ref, void *page, int readonly)
 {
-    volatile struct grant_entry_v1 *e = &gnttab[ref];
+    volatile struct grant_entry_v1 *e = &gnttab_frame0[ref];
     e->domid = 0;
     e->frame = (uint32_t)page >> 12;
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
@@ -106,11 +106,11 @@ static void grant(grant_ref_t ref, void *page, int readonly)
 /* gnttab_end_foreign_access_ref(): revoke unless the back end still uses it. */
 static int end_grant(grant_ref_t ref)
 {
-    uint16_t f = gnttab[ref].flags;
+    uint16_t f = gnttab_frame0[ref].flags;
     do {
         if (f & (GTF_reading | GTF_writing))
             return 0;
-    } while (!__atomic_compare_exchange_n(&gnttab[ref].flags, &f, 0, 0, __ATOMIC_SEQ_CST,
+    } while (!__atomic_compare_exchange_n(&gnttab_frame0[ref].flags, &f, 0, 0, __ATOMIC_SEQ_CST,
                                           __ATOMIC_SEQ_CST));
     return 1;
 }
@@ -148,7 +148,7 @@ static int blk_io(uint8_t op, uint64_t sector, int with_data)
     return status;
 }
 
-static void grant_table(void)
+void grant_table_setup(void)
 {
     struct gnttab_query_size q = { DOMID_SELF, 0, 0, 0 };
     check(hcall(HC_grant_table_op, GNTTABOP_query_size, V(&q), 1) == 0 && q.status == 0,
@@ -156,7 +156,7 @@ static void grant_table(void)
     print("hvm-pv: grant table: %u frame(s), at most %u\n", q.nr_frames, q.max_nr_frames);
     check(q.nr_frames == 1 && q.max_nr_frames >= 1, "grant table sizes");
 
-    uint32_t gpfn = (uint32_t)gnttab >> 12;
+    uint32_t gpfn = (uint32_t)gnttab_frame0 >> 12;
     struct xen_add_to_physmap x = { DOMID_SELF, 0, XENMAPSPACE_grant_table, 0, gpfn };
     check(hcall(HC_memory_op, XENMEM_add_to_physmap, V(&x), 0) == 0,
           "XENMEM_add_to_physmap(grant_table, 0)");
@@ -258,6 +258,5 @@ static void disk(void)
 
 void blk_test(void)
 {
-    grant_table();
     disk();
 }

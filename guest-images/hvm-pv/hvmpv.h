@@ -9,6 +9,7 @@
 #ifndef HVMPV_H
 #define HVMPV_H
 
+#include "gnttab.h"
 #include "xen-abi.h"
 #include "xenstore.h"
 
@@ -69,7 +70,12 @@ int xs_request(uint32_t type, const char *path, const char *value, char *out, ui
 
 extern volatile uint32_t callbacks;
 
-/* blk.c: the grant table and one disk through blkfront; 0 or failures. */
+/* blk.c: frame 0 of our grant table, placed by grant_table_setup() (the
+ * grant-table hypercalls' checks); blk_test(): the first disk through
+ * blkfront.  net.c: net_test(): the first NIC through netfront (ARP). */
+extern struct grant_entry_v1 gnttab_frame0[512];
+void grant_table_setup(void);
 void blk_test(void);
+void net_test(void);
 
 #endif

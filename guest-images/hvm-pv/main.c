@@ -340,7 +340,9 @@ void guest_main(void)
     print("hvm-pv: vector callback %x: %u interrupt(s)\n", PV_VECTOR, vector_callbacks);
     check(vector_callbacks >= 1, "a vector callback for the XenStore answer");
 
+    grant_table_setup();
     blk_test();
+    net_test();
 
     print(failures ? "Test result: FAILURE\n" : "Test result: SUCCESS\n");
     uint32_t reason[1] = { 0 };                     /* SHUTDOWN_poweroff */

@@ -2,7 +2,7 @@
 turns paging on, and reaches the hypercall ABI through the hypercall area
 our layer writes: xen_version, console_io, HVM params, add_to_physmap for
 shared_info and grant frames, the GSI callback, the PV console ring,
-XenStore, blkfront, shutdown."""
+XenStore, blkfront, netfront, shutdown."""
 
 import pytest
 
@@ -32,6 +32,7 @@ def test_pv_drivers_in_an_hvm_guest(xenpv):
     assert "hvm-pv: grant frame 0 placed at pfn" in out
     assert "hvm-pv: vector callback f3: " in out
     assert "hvm-pv: no PV disk (device/vbd): blkfront not tried" in out
+    assert "hvm-pv: no PV NIC (device/vif): netfront not tried" in out
     assert "check failed" not in out
     assert "Test result: SUCCESS" in out
     assert "SCHEDOP_shutdown returned" not in out
@@ -86,3 +87,27 @@ def test_blkfront_in_an_hvm_guest(xenpv, tmp_path):
     assert "vbd 51712: disconnected" in dmesg
     assert not qemu_pids(xenpv.tag)
 
+
+
+def test_netfront_in_an_hvm_guest(xenpv):
+    """A NIC through netfront on the HVM hypercall path: the hvm-pv guest
+    connects its vif, sends an ARP request for A.B.C.1 of its own address,
+    and a PV guest on the same internal switch answers it."""
+    peer = xenpv.name("hvmnetpeer")
+    r = xenpv.run("create", GUESTS / "net-a.cfg", f"name={peer}", timeout=60)
+    assert r.returncode == 0, r.stderr
+    try:
+        name = xenpv.name("hvmnet")
+        r = xenpv.run("create", "-c", GUESTS / "hvm-pv.cfg", f"name={name}",
+                      "vif=['ip=10.0.7.9']", timeout=90)
+        out = r.stdout
+        assert r.returncode == 0, r.stderr + out
+        assert "hvm-pv: netfront device/vif/0" in out and "ip 10.0.7.9" in out
+        assert "hvm-pv: netfront: 10.0.7.1 is at 0:16:3e:0:7:1" in out   # net-a.cfg's MAC
+        assert "hvm-pv: netfront closed" in out
+        assert "check failed" not in out and "Test result: SUCCESS" in out
+        dmesg = xenpv.run("dmesg").stdout
+        assert "vif 0: connected (mac 00:16:3e:" in dmesg and "rx-copy" in dmesg
+    finally:
+        xenpv.run("destroy", peer, timeout=30)
+    assert not qemu_pids(xenpv.tag)
