@@ -96,6 +96,8 @@ import struct
 import threading
 from typing import Callable, Dict, List, Optional, Sequence
 
+from qemu_xenpv.machine.ram import store32
+
 log = logging.getLogger("qemu_xenpv.xenbus")
 
 PAGE = 4096
@@ -267,7 +269,7 @@ class BackRing:
         return _U32.unpack_from(self.hdr, off)[0]
 
     def _w(self, off: int, v: int) -> None:
-        _U32.pack_into(self.hdr, off, v & M32)
+        store32(self.hdr, off, v)           # one store: the frontend reads it meanwhile
 
     @property
     def req_prod(self) -> int:

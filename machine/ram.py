@@ -23,6 +23,24 @@ _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 
 
+# Stores into memory a running vCPU may read at the same moment (ring
+# indices, PTEs, anything shared) must be single aligned stores, as Xen's
+# and the back ends' C code does them.  struct.pack_into is not: CPython's
+# s_pack_internal first zero-fills the field and then writes the value a
+# byte at a time, so a concurrent reader sees 0 or a torn value (Mini-OS's
+# blkfront saw rsp_prod = 0 and consumed unanswered requests as responses).
+# A slice assignment is one memcpy of exactly 4 (8) bytes, which is one
+# 32-bit (64-bit) move for an aligned field.
+def store32(buf, off: int, val: int) -> None:
+    """``buf[off:off+4] = val`` (little endian) as one 4-byte store."""
+    buf[off:off + 4] = (val & 0xFFFFFFFF).to_bytes(4, "little")
+
+
+def store64(buf, off: int, val: int) -> None:
+    """``buf[off:off+8] = val`` (little endian) as one 8-byte store."""
+    buf[off:off + 8] = (val & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little")
+
+
 class GuestRAM:
     """One domain's machine memory (QEMU guest-physical = machine address)."""
 
@@ -86,7 +104,7 @@ class GuestRAM:
 
     def w32(self, addr: int, val: int) -> None:
         self._check(addr, 4)
-        _U32.pack_into(self.mm, addr, val & 0xFFFFFFFF)
+        store32(self.mm, addr, val)
 
     def r64(self, addr: int) -> int:
         self._check(addr, 8)
@@ -94,7 +112,7 @@ class GuestRAM:
 
     def w64(self, addr: int, val: int) -> None:
         self._check(addr, 8)
-        _U64.pack_into(self.mm, addr, val & 0xFFFFFFFFFFFFFFFF)
+        store64(self.mm, addr, val)
 
     def view(self, addr: int, length: int) -> memoryview:
         self._check(addr, length)

@@ -19,6 +19,7 @@ from array import array
 from typing import Callable, Dict, Iterable, Optional
 
 from . import abi
+from .machine.ram import store32, store64
 from .abi import (PTE_P, PTE_RW, PTE_US, PTE_A, PTE_D, PTE_PSE, PTE_G, EINVAL, EPERM,
                   EBUSY, EFAULT)
 
@@ -408,17 +409,17 @@ class MMU:
             if old & PTE_P and ((old ^ new) & (_ADDR_PAE | PTE_RW)) == 0:
                 # same frame, same writability: only the flags change
                 if pae:
-                    _U64.pack_into(mm, addr, new)
+                    store64(mm, addr, new)
                 else:
-                    _U32.pack_into(mm, addr, new)
+                    store32(mm, addr, new)
                 return 0
             rc = self.get_page_from_l1e(new)
             if rc:
                 return rc
         if pae:
-            _U64.pack_into(mm, addr, new)
+            store64(mm, addr, new)      # one store, as Xen's atomic PTE writes
         else:
-            _U32.pack_into(mm, addr, new)
+            store32(mm, addr, new)
         if old & PTE_P:
             self.put_page_from_l1e(old)
         return 0

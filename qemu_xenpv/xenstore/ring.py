@@ -24,6 +24,7 @@ import logging
 import struct
 from typing import Callable, Optional
 
+from ..machine.ram import store32
 from .engine import Connection, XenStore
 from .wire import (
     CONNECTION_OFFSET, ERROR_OFFSET, EVTCHN_PORT_OFFSET, REQ_CONS_OFFSET, REQ_OFFSET,
@@ -100,7 +101,7 @@ class RingConnection:
         return _U32.unpack_from(self._page, offset)[0]
 
     def _set(self, offset: int, value: int) -> None:
-        _U32.pack_into(self._page, offset, value & XENSTORE_RING_IDX_MASK)
+        store32(self._page, offset, value & XENSTORE_RING_IDX_MASK)   # one store
 
     def _copy_out(self, base: int, idx: int, length: int) -> bytes:
         pos = mask_xenstore_idx(idx)
