@@ -4,6 +4,7 @@
  * taken against the HPET, published to the guest in Xen's vcpu_time_info.
  */
 #include "shim.h"
+#include "timemath.h"
 
 #define LAPIC_BASE      0xfee00000u
 #define LAPIC_ID        0x020
@@ -96,34 +97,6 @@ static void publish_anchor(uint64_t tsc, uint64_t ns, uint32_t mul, int32_t shif
     shim_boot.time_version++;
 }
 
-static void time_scale(uint64_t ticks_per_sec, uint32_t *mul, int32_t *shift_out)
-{
-    int32_t shift = 0;
-    uint64_t tps64 = ticks_per_sec;
-    while (tps64 > 2000000000ull) {
-        tps64 >>= 1;
-        shift--;
-    }
-    uint32_t tps32 = (uint32_t)tps64;
-    while (tps32 <= 1000000000u) {
-        tps32 <<= 1;
-        shift++;
-    }
-    *mul = (uint32_t)((1000000000ull << 32) / tps32);
-    *shift_out = shift;
-}
-
-static uint64_t scale_delta(uint64_t delta, uint32_t mul, int32_t shift)
-{
-    if (shift < 0)
-        delta >>= -shift;
-    else
-        delta <<= shift;
-    uint64_t lo = (uint64_t)(uint32_t)delta * mul;
-    uint64_t hi = (delta >> 32) * mul;
-    return hi + (lo >> 32);
-}
-
 uint64_t shim_now(void)
 {
     struct anchor a;
@@ -169,7 +142,7 @@ void time_init(void)
     calibrate(100000, &ns, &dtsc, &dapic, &t1, &h1);
     calibrate(2000000, &ns, &dtsc, &dapic, &t1, &h1);
 
-    uint64_t tsc_hz = dtsc * 1000000000ull / ns;
+    uint64_t tsc_hz = tsc_rate(dtsc, ns);
     shim_boot.tsc_khz = (uint32_t)(tsc_hz / 1000);
     shim_boot.lapic_khz = (uint32_t)((uint64_t)dapic * 1000000ull / ns);
     if (!shim_boot.lapic_khz)
@@ -197,8 +170,9 @@ static void time_refresh(void)
     uint64_t base = h - shim_boot.boot_ns;
     uint32_t mul = a.mul;
     int32_t shift = a.shift;
-    if (base > 0)
-        time_scale((tsc - shim_boot.boot_tsc) * 1000000000ull / base, &mul, &shift);
+    uint64_t rate = tsc_rate(tsc - shim_boot.boot_tsc, base);
+    if (rate)           /* (a plain ticks * 1e9 / ns overflowed after 9 s: time ran 6-13x fast) */
+        time_scale(rate, &mul, &shift);
     uint64_t ns = h > est ? h : est;
     if (refresh_step_ns < 1000000000ull)
         refresh_step_ns *= 10;
