@@ -750,6 +750,16 @@ class BackendDevice:
 # kind -> factory(dom) -> [BackendDevice]: the devices a domain's config asks for
 _FACTORIES: Dict[str, Callable] = {}
 
+# libxl adds a new domain's devices in the order of its device_type_tbl
+# (disks, then nics, ...), so device/vbd comes before device/vif in the
+# guest's XenStore directory (xenstored lists children in creation order)
+_LIBXL_ORDER = ("vbd", "vif", "vtpm", "vusb", "pci", "vdispl", "vsnd", "9pfs")
+
+
+def _creation_order(item) -> int:
+    kind = item[0]
+    return _LIBXL_ORDER.index(kind) if kind in _LIBXL_ORDER else len(_LIBXL_ORDER)
+
 
 def register_backend(kind: str, from_config: Callable) -> None:
     """A back-end module registers how to make the devices a domain's
@@ -772,7 +782,7 @@ class DeviceSet:
         load_backends()
         made = []
         try:
-            for kind, factory in _FACTORIES.items():
+            for kind, factory in sorted(_FACTORIES.items(), key=_creation_order):
                 for dev in factory(self.dom):
                     made.append(dev)
                     self.add(dev)

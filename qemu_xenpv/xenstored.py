@@ -95,6 +95,12 @@ class XenStored:
             for sub in ("cpu", "memory", "device", "control"):
                 s.mkdir(f"{dp}/{sub}")
                 s.set_perms(f"{dp}/{sub}", _ro(n))
+                if sub == "device":
+                    # libxl (xend_suspend_evtchn_compat off, its default): the
+                    # node where the guest publishes its suspend event channel;
+                    # device/suspend inherits device's permissions
+                    s.mkdir(f"{dp}/device/suspend/event-channel")
+                    s.set_perms(f"{dp}/device/suspend/event-channel", _rw(n))
             for sub in ("control/shutdown", "control/feature-poweroff", "control/feature-reboot",
                         "control/feature-suspend", "control/sysrq", "data", "drivers",
                         "feature", "attr", "error"):

@@ -24,7 +24,9 @@ def test_guest_writes_host_reads_and_the_standard_tree(xenpv):
                  f'(n{domid})'):
         assert line in tree, line
     assert xs(xenpv, "xenstore-read", f"{dp}/vm").startswith("/vm/")
-    assert run(c, "xs-ls device") == ""
+    assert run(c, "xs-ls device") == "suspend"          # libxl's device/suspend/event-channel
+    assert xs(xenpv, "xenstore-ls", "-p", f"{dp}/device") == \
+        f'suspend = ""  (n0,r{domid})\n event-channel = ""  (n{domid})\n'
     assert poweroff(c) == 0
 
 

@@ -406,6 +406,36 @@ def test_create_configured_undoes_on_failure(hv, dom):
         xenbus._FACTORIES.pop("vtest-b", None)
 
 
+def test_configured_devices_are_created_in_libxl_order(hv, dom, monkeypatch):
+    """libxl adds disks before nics (device_type_tbl), and xenstored lists
+    children in creation order: Mini-OS's xenbus test prints device/vbd
+    before device/vif under Xen, whatever order our back ends registered in."""
+    from qemu_xenpv.devices import load_backends
+    load_backends()                         # the real ones are registered first...
+
+    class Vif(Echo):
+        kind = "vif"
+
+    class Vbd(Echo):
+        kind = "vbd"
+
+    calls = []
+
+    def factory(cls):
+        def make_them(d):
+            calls.append(cls.kind)
+            return [cls(d, 0)]
+        return make_them
+
+    # ...and then replaced, nics registered before disks
+    monkeypatch.setattr(xenbus, "_FACTORIES", {"vtest": factory(Echo), "vif": factory(Vif),
+                                               "vbd": factory(Vbd)})
+    dom.devices.create_configured()
+    assert calls == ["vbd", "vif", "vtest"]
+    kids = hv.xenstore.store.directory(f"/local/domain/{dom.domid}/device")
+    assert [k for k in kids if k in ("vbd", "vif", "vtest")] == ["vbd", "vif", "vtest"]
+
+
 def test_destroy_during_a_hot_unplug(hv, dom):
     dev = make(dom)
     Front(dom, dev).publish()

@@ -148,7 +148,14 @@ def test_the_tree_xl_writes(hv, dom):
     assert s.read(f"{dp}/cpu/0/availability") == b"online"
     assert s.read(f"{dp}/control/platform-feature-xs_reset_watches") == b"1"
     assert s.read(f"{dp}/control/platform-feature-multiprocessor-suspend") == b"1"
-    assert s.directory(f"{dp}/device") == []
+    # libxl (xend_suspend_evtchn_compat off): device/suspend/event-channel,
+    # the guest's to write; its parent inherits device's permissions
+    assert s.directory(f"{dp}/device") == ["suspend"]
+    assert s.directory(f"{dp}/device/suspend") == ["event-channel"]
+    assert s.read(f"{dp}/device/suspend/event-channel") == b""
+    assert perms(f"{dp}/device") == ["n0", "r3"]
+    assert perms(f"{dp}/device/suspend") == ["n0", "r3"]
+    assert perms(f"{dp}/device/suspend/event-channel") == ["n3"]
     assert s.read("/libxl/3/type") == b"pv"
     assert perms(dp) == ["n0", "r3"] and perms(f"{dp}/name") == ["n0", "r3"]
     assert perms(f"{dp}/control") == ["n0", "r3"]
