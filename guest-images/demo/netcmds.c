@@ -199,7 +199,9 @@ __noinline void cmd_udp(const char *args)
         }
         while (*p == ' ')
             p++;
+        ipstack_udp_listen(40000);      /* before sending: the reply may beat us back */
         if (ipstack_udp_send(dst, 40000, (uint16_t)port, p, (unsigned int)strlen(p), true)) {
+            ipstack_udp_listen(0);
             printk("udp: send failed (no route or no ARP reply)\n");
             return;
         }

@@ -481,6 +481,15 @@ int ipstack_udp_send(uint32_t dst, uint16_t sport, uint16_t dport, const void *d
                    csum_offload ? NETTXF_csum_blank | NETTXF_data_validated : 0, !in_upcall);
 }
 
+void ipstack_udp_listen(uint16_t port)
+{
+    unsigned long flags = local_irq_save();
+
+    udp_got = false;
+    udp_wait_port = port;
+    local_irq_restore(flags);
+}
+
 int ipstack_udp_wait(uint16_t port, void *buf, unsigned int size, uint32_t *from,
                      uint64_t timeout_ns)
 {
@@ -488,7 +497,10 @@ int ipstack_udp_wait(uint16_t port, void *buf, unsigned int size, uint32_t *from
     unsigned long flags = local_irq_save();
     int rc = -1;
 
-    udp_wait_port = port;
+    if (udp_wait_port != port) {        /* not listening yet (no ipstack_udp_listen) */
+        udp_got = false;
+        udp_wait_port = port;
+    }
     while (!udp_got && system_time_ns() < deadline) {
         block();
         local_irq_disable();

@@ -56,6 +56,10 @@ int ipstack_ping(uint32_t dst, uint16_t seq, unsigned int size, uint64_t timeout
 int ipstack_udp_send(uint32_t dst, uint16_t sport, uint16_t dport, const void *data,
                      unsigned int len, bool csum_offload);
 
+/* Take the next datagram to port (0: none) from now on: call it before the
+ * send whose answer ipstack_udp_wait() is to get, which may arrive first. */
+void ipstack_udp_listen(uint16_t port);
+
 /* Wait for a datagram to port; its length (payload copied), or -1. */
 int ipstack_udp_wait(uint16_t port, void *buf, unsigned int size, uint32_t *from,
                      uint64_t timeout_ns);
