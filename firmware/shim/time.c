@@ -104,31 +104,51 @@ uint64_t shim_now(void)
     return a.ns + scale_delta(rdtsc() - a.tsc, a.mul, a.shift);
 }
 
-/* Count TSC and APIC timer ticks over `ns` of HPET time.  An HPET read is
- * slow (an MMIO exit), so each is bracketed with TSC reads; the caller runs
- * this twice because the first pass pays for translating the code (TCG). */
+/* One HPET reading (and the APIC timer's count) at a TSC time: each read is
+ * bracketed with TSC reads and the narrowest of a few brackets is kept, so a
+ * read during which the host descheduled the vCPU thread (milliseconds on a
+ * busy 2-CPU host, where it made the TSC rate 40% low) is not used. */
+#define STAMP_TRIES     5
+struct stamp {
+    uint64_t tsc, ns;
+    uint32_t apic;
+};
+
+static void take_stamp(struct stamp *s)
+{
+    uint64_t best = ~0ull;
+    for (int i = 0; i < STAMP_TRIES; i++) {
+        uint64_t a = rdtsc();
+        uint64_t h = hpet_ns();
+        uint32_t l = lapic_read(LAPIC_TMCCT);
+        uint64_t b = rdtsc();
+        if (b - a < best) {
+            best = b - a;
+            s->tsc = a + (b - a) / 2;
+            s->ns = h;
+            s->apic = l;
+        }
+    }
+}
+
+/* Count TSC and APIC timer ticks over `span` ns of HPET time; the caller
+ * runs this twice because the first pass pays for translating the code
+ * (TCG). */
 static void calibrate(uint64_t span, uint64_t *ns, uint64_t *tsc, uint32_t *apic,
                       uint64_t *t_end, uint64_t *h_end)
 {
+    struct stamp s0, s1;
     lapic_write(LAPIC_TMICT, 0xffffffffu);
-    uint64_t a = rdtsc();
-    uint64_t h0 = hpet_ns();
-    uint32_t l0 = lapic_read(LAPIC_TMCCT);
-    uint64_t b = rdtsc();
-    uint64_t t0 = a + (b - a) / 2, h1;
-    uint32_t l1;
-    do {
-        a = rdtsc();
-        h1 = hpet_ns();
-        l1 = lapic_read(LAPIC_TMCCT);
-        b = rdtsc();
-    } while (h1 - h0 < span);
+    take_stamp(&s0);
+    while (hpet_ns() - s0.ns < span)
+        cpu_relax();
+    take_stamp(&s1);
     lapic_write(LAPIC_TMICT, 0);
-    *ns = h1 - h0;
-    *tsc = a + (b - a) / 2 - t0;
-    *apic = l0 - l1;
-    *t_end = a + (b - a) / 2;
-    *h_end = h1;
+    *ns = s1.ns - s0.ns;
+    *tsc = s1.tsc - s0.tsc;
+    *apic = s0.apic - s1.apic;
+    *t_end = s1.tsc;
+    *h_end = s1.ns;
 }
 
 void time_init(void)
@@ -163,10 +183,11 @@ void time_init(void)
 static void time_refresh(void)
 {
     struct anchor a;
+    struct stamp st;
     read_anchor(&a);
-    uint64_t tsc = rdtsc();
+    take_stamp(&st);
+    uint64_t tsc = st.tsc, h = st.ns;
     uint64_t est = a.ns + scale_delta(tsc - a.tsc, a.mul, a.shift);
-    uint64_t h = hpet_ns();
     uint64_t base = h - shim_boot.boot_ns;
     uint32_t mul = a.mul;
     int32_t shift = a.shift;
